@@ -1,0 +1,203 @@
+"""The Flax 3D-ResNet family: torchvision's `r3d_18` and pytorchvideo's SlowOnly `slow_r50`.
+
+One configurable `ResNet3D`; `ARCHITECTURES` holds the named presets. Topologies (and therefore
+parameter counts) match the PyTorch originals exactly, so public Kinetics checkpoints convert
+one-to-one (cmpl_jax/tools/import_torch.py):
+
+* `r3d_18`: stem conv 3x7x7 stride 1x2x2 (no pool); basic blocks [2, 2, 2, 2] of 3x3x3 convs;
+  stride 2 in T, H and W at the first block of stages 3-5.
+* `slowonly_r50`: stem conv 1x7x7 stride 1x2x2 + max-pool 1x3x3 stride 1x2x2; bottleneck blocks
+  [3, 4, 6, 3] whose first 1x1 conv has temporal kernel 1 in res2/res3 and 3 in res4/res5;
+  spatial stride 2 (on the 1x3x3 conv) at res3-res5; no temporal down-sampling.
+
+Both end in global average pooling, dropout and a linear head. Inputs are `[N, T, H, W, 3]`
+floats, already normalised (see `normalize`). Padding is explicit and symmetric (k // 2), as in
+PyTorch, rather than XLA's 'SAME', which pads strided convolutions asymmetrically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Kinetics RGB statistics used by pytorchvideo/SlowFast; frames arrive as uint8 in [0, 255].
+MEAN_RGB = (0.45, 0.45, 0.45)
+STD_RGB = (0.225, 0.225, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  block: str                          # 'basic' (two 3x3x3 convs) | 'bottleneck' (1x1, 3x3, 1x1)
+  stage_depths: tuple[int, ...]       # blocks per stage (res2..res5)
+  stem_kernel: tuple[int, int, int]   # T, H, W
+  stem_pool: bool                     # 1x3x3 max-pool stride 1x2x2 after the stem
+  temporal_kernels: tuple[int, ...]   # bottleneck: T kernel of conv_a per stage; basic: of both
+  temporal_strides: tuple[int, ...]   # T stride of each stage's first block
+  base_width: int = 64                # stem channels at width 1
+
+
+ARCHITECTURES = {
+    "r3d_18": Architecture(block="basic", stage_depths=(2, 2, 2, 2), stem_kernel=(3, 7, 7),
+                           stem_pool=False, temporal_kernels=(3, 3, 3, 3),
+                           temporal_strides=(1, 2, 2, 2)),
+    "slowonly_r50": Architecture(block="bottleneck", stage_depths=(3, 4, 6, 3),
+                                 stem_kernel=(1, 7, 7), stem_pool=True,
+                                 temporal_kernels=(1, 1, 3, 3), temporal_strides=(1, 1, 1, 1)),
+}
+
+# He-normal with fan_out, as pytorchvideo/torchvision initialise video ResNets.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _same_padding(kernel: Sequence[int]) -> list[tuple[int, int]]:
+  return [(k // 2, k // 2) for k in kernel]
+
+
+class _ConvBN(nn.Module):
+  """Conv3D (no bias) -> BatchNorm (-> ReLU)."""
+  features: int
+  kernel: tuple[int, int, int]
+  strides: tuple[int, int, int] = (1, 1, 1)
+  relu: bool = True
+  zero_init_scale: bool = False  # last BN of a residual branch starts at 0: block = identity
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.features, self.kernel, self.strides, padding=_same_padding(self.kernel),
+                use_bias=False, kernel_init=_conv_init, dtype=self.dtype, name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, axis_name=self.bn_axis_name if train else None,
+                     scale_init=(nn.initializers.zeros if self.zero_init_scale
+                                 else nn.initializers.ones), name="bn")(x)
+    return nn.relu(x) if self.relu else x
+
+
+class _Block(nn.Module):
+  """Residual block; `block='basic'` (r3d) or `'bottleneck'` (SlowOnly)."""
+  block: str
+  inner: int
+  out: int
+  temporal_kernel: int
+  strides: tuple[int, int, int]
+  conv_bn: Any  # functools.partial(_ConvBN, dtype=..., bn_axis_name=...)
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    tk = self.temporal_kernel
+    if self.block == "basic":
+      y = self.conv_bn(self.out, (3, 3, 3), self.strides, name="conv_a")(x, train)
+      y = self.conv_bn(self.out, (3, 3, 3), relu=False, zero_init_scale=True,
+                       name="conv_b")(y, train)
+    else:  # bottleneck; the stride sits on the 1x3x3 conv as in pytorchvideo
+      y = self.conv_bn(self.inner, (tk, 1, 1), name="conv_a")(x, train)
+      y = self.conv_bn(self.inner, (1, 3, 3), self.strides, name="conv_b")(y, train)
+      y = self.conv_bn(self.out, (1, 1, 1), relu=False, zero_init_scale=True,
+                       name="conv_c")(y, train)
+    if x.shape[-1] != self.out or self.strides != (1, 1, 1):
+      x = self.conv_bn(self.out, (1, 1, 1), self.strides, relu=False, name="shortcut")(x, train)
+    return nn.relu(x + y)
+
+
+class ResNet3D(nn.Module):
+  """A 3D-ResNet from `ARCHITECTURES`, scaled in width by `width_multiplier`."""
+  architecture: Architecture
+  num_classes: int
+  width_multiplier: float = 1.0
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32           # compute dtype; parameters stay float32
+  bn_axis_name: str | None = None    # e.g. 'batch': BatchNorm statistics averaged over devices
+
+  def _width(self, channels: int) -> int:
+    return max(1, int(round(channels * self.width_multiplier)))
+
+  @nn.compact
+  def __call__(self, x_NxTxHxWx3: jax.Array, train: bool = False) -> jax.Array:
+    arch = self.architecture
+    conv_bn = functools.partial(_ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    x = x_NxTxHxWx3.astype(self.dtype)
+    x = conv_bn(self._width(arch.base_width), arch.stem_kernel, (1, 2, 2), name="stem")(x, train)
+    if arch.stem_pool:
+      x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+    expansion = 4 if arch.block == "bottleneck" else 1
+    for stage, depth in enumerate(arch.stage_depths):
+      inner = self._width(arch.base_width * 2 ** stage)
+      for i in range(depth):
+        spatial = 2 if (i == 0 and stage > 0) else 1
+        temporal = arch.temporal_strides[stage] if i == 0 else 1
+        x = _Block(arch.block, inner, inner * expansion, arch.temporal_kernels[stage],
+                   (temporal, spatial, spatial), conv_bn, name=f"res{stage + 2}_{i}")(x, train)
+    x_NxC = jnp.mean(x, axis=(1, 2, 3))
+    x_NxC = nn.Dropout(self.dropout_rate, deterministic=not train)(x_NxC)
+    logits_NxK = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
+                          kernel_init=nn.initializers.normal(0.01))(x_NxC)
+    return logits_NxK.astype(jnp.float32)
+
+
+def create_model(name: str, num_classes: int, *, width_multiplier: float = 1.0,
+                 dropout_rate: float = 0.5, dtype: Any = jnp.float32,
+                 bn_axis_name: str | None = None) -> ResNet3D:
+  if name not in ARCHITECTURES:
+    raise ValueError(f"unknown model name {name!r}; allowed: {sorted(ARCHITECTURES)}")
+  if not width_multiplier > 0:
+    raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+  return ResNet3D(ARCHITECTURES[name], num_classes, width_multiplier=width_multiplier,
+                  dropout_rate=dropout_rate, dtype=dtype, bn_axis_name=bn_axis_name)
+
+
+def normalize(frames_uint8: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  """uint8 RGB frames -> normalised floats (done on device: hosts ship uint8, 4x less data)."""
+  mean = jnp.asarray(MEAN_RGB, dtype) * 255
+  std = jnp.asarray(STD_RGB, dtype) * 255
+  return (frames_uint8.astype(dtype) - mean) / std
+
+
+def init_variables(model: ResNet3D, rng: jax.Array, num_frames: int, size: int):
+  """Variables {'params', 'batch_stats'} for clips of `num_frames` x `size` x `size`."""
+  dummy = jnp.zeros((1, num_frames, size, size, 3), jnp.float32)
+  return model.init({"params": rng}, dummy, train=False)
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def flops_per_clip(model: ResNet3D, num_frames: int, size: int) -> float:
+  """Forward FLOPs of one clip from XLA's cost analysis (a multiply-add counts as 2)."""
+  variables = jax.eval_shape(functools.partial(init_variables, model, num_frames=num_frames,
+                                               size=size), jax.random.key(0))
+  clip = jax.ShapeDtypeStruct((1, num_frames, size, size, 3), jnp.float32)
+  lowered = jax.jit(functools.partial(model.apply, train=False)).lower(variables, clip)
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax returns one dict per computation
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+def summary(model: ResNet3D, num_frames: int, size: int, name: str = "") -> str:
+  """One line: parameters and forward GFLOPs per clip of the given shape."""
+  variables = jax.eval_shape(functools.partial(init_variables, model, num_frames=num_frames,
+                                               size=size), jax.random.key(0))
+  params = count_params(variables["params"])
+  gflops = flops_per_clip(model, num_frames, size) / 1e9
+  label = name or type(model).__name__
+  return (f"{label}: {params:,} params, {gflops:.2f} GFLOPs per {num_frames}x{size}x{size} clip "
+          f"(XLA cost analysis, multiply-add = 2 FLOPs), width x{model.width_multiplier:g}, "
+          f"{model.num_classes} classes")
+
+
+def _print_model_table(num_classes: int = 400, num_frames: int = 8, size: int = 224) -> None:
+  for name, width in [("r3d_18", 1.0), ("r3d_18", 0.25), ("slowonly_r50", 1.0),
+                      ("slowonly_r50", 0.25)]:
+    model = create_model(name, num_classes, width_multiplier=width)
+    print(summary(model, num_frames, size, name))
+
+
+if __name__ == "__main__":
+  import sys
+  _print_model_table(*(int(a) for a in sys.argv[1:4]))

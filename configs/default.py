@@ -1,0 +1,80 @@
+"""Every configuration field, with its meaning. Other configs start from `get_config()` here.
+
+Run (the paper's UCF-101 setting lives in ucf101.py; this file alone is not meant to be run):
+  python -m cmpl_jax.main --config=configs/ucf101.py:cmpl_1pct --workdir=/tmp/cmpl
+
+Assumptions not verified against the paper (its body and code are not public here) are marked
+ASSUMPTION; they follow FixMatch and the usual SlowOnly recipes (see README, "What is known").
+"""
+import ml_collections
+
+
+def model_config(name: str, width_multiplier: float, num_frames: int, frame_stride: int
+                 ) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name=name,                        # 'slowonly_r50' | 'r3d_18' (see cmpl_jax/models/resnet3d.py)
+      width_multiplier=width_multiplier,  # channels scale; 0.25 gives "3D-ResNet50 x1/4"
+      num_frames=num_frames,            # frames per clip seen by this model
+      frame_stride=frame_stride,        # stored frames between two sampled frames
+      dropout_rate=0.5,                 # before the linear head
+      init_from="",                     # folder of converted pretrained params ('' = random init)
+  ))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = "cmpl"          # 'cmpl' | 'fixmatch' | 'supervised'
+  config.seed = 0
+  config.dtype = "float32"        # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+
+  config.model = ml_collections.ConfigDict()
+  # Primary F: 3D-ResNet50 SlowOnly, 8 frames x stride 8. ASSUMPTION: frame rates.
+  config.model.primary = model_config("slowonly_r50", 1.0, num_frames=8, frame_stride=8)
+  # Auxiliary A: the same net with 1/4 channels, 4x the frame rate over the same window.
+  config.model.auxiliary = model_config("slowonly_r50", 0.25, num_frames=32, frame_stride=2)
+  config.model.sync_batch_norm = True   # BatchNorm statistics averaged over all devices
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "tfrecord"       # 'tfrecord' (our converter) | 'tfds'
+  config.data.dir = ""                  # folder with metadata.json and shards (tfrecord source)
+  config.data.tfds_name = ""            # e.g. 'ucf101/ucf101_1_256' (tfds source)
+  config.data.tfds_data_dir = ""        # TFDS data_dir ('' = TFDS default)
+  config.data.train_split = "train"
+  config.data.eval_split = "test"       # 'test' for UCF-101, 'validation' for Kinetics-400
+  config.data.labeled_percent = 1.0     # class-balanced labeled subset of the train split, in %
+  config.data.labeled_list = ""         # file of labeled videos (VideoSSL/LTG style); overrides percent
+  config.data.labeled_seed = 0          # which class-balanced subset
+  config.data.crop_size = 112           # training / eval crop (pixels, square)
+  config.data.min_area = 0.25           # scale jitter: crop area in [min_area, 1] of the frame
+  config.data.randaugment_layers = 2    # strong view: RandAugment ops per clip
+  config.data.randaugment_magnitude = 10  # strong view: op strength in [0, 30]
+  config.data.cutout_fraction = 0.5     # strong view: cutout square side, fraction of crop_size
+  config.data.num_parallel_calls = -1   # tf.data parallelism (-1 = AUTOTUNE)
+  config.data.skip_bad_records = False  # skip (and count) undecodable records instead of failing
+
+  config.batch_size = 8       # labeled clips per step, global (all devices, all hosts)
+  config.mu = 7               # unlabeled clips per labeled clip. ASSUMPTION: FixMatch's mu=7.
+  config.tau = 0.95           # pseudo-label confidence threshold. ASSUMPTION: FixMatch's 0.95.
+  config.lambda_u = 1.0       # weight of the unlabeled losses. ASSUMPTION: FixMatch's 1.
+
+  config.optim = ml_collections.ConfigDict()
+  # ASSUMPTION: SGD momentum 0.9 nesterov, linear warm-up + cosine decay, weight decay 1e-4.
+  config.optim.learning_rate = 0.1      # peak, for the global labeled batch_size above
+  config.optim.warmup_steps = 1000
+  config.optim.momentum = 0.9
+  config.optim.nesterov = True
+  config.optim.weight_decay = 1e-4
+  config.optim.grad_clip_norm = 0.0     # 0 = no clipping
+
+  config.num_train_steps = 100_000
+  config.log_every_steps = 50
+  config.eval_every_steps = 5_000
+  config.checkpoint_every_steps = 1_000
+  config.keep_checkpoints = 3
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_clips = 10        # uniformly spaced temporal windows per video
+  config.eval.num_crops = 3         # 1 (centre) or 3 (left/centre/right along the long side)
+  config.eval.batch_size = 8        # videos per eval batch, global
+  config.eval.step = -1             # checkpoint step for --mode=eval (-1 = latest)
+  return config
