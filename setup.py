@@ -8,7 +8,7 @@ setup(
                 "action recognition, in JAX/Flax.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["cmpl_jax", "cmpl_jax.*"]),
+    packages=find_packages(include=["cmpl_jax", "cmpl_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
@@ -24,6 +24,7 @@ setup(
         "av>=12.0",
         "numpy>=1.26",
         "tqdm>=4.66",
+        "pillow>=10.0",
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],

@@ -1,0 +1,404 @@
+r"""Converts a video dataset to sharded TFRecords (JPEG frames) + metadata.json.
+
+  python -m cmpl_jax.data.convert --dataset=ucf101 --input_dir=UCF-101 \
+      --splits_dir=ucfTrainTestlist --split_id=1 --output_dir=OUT [--short_side=256 --fps=0]
+  python -m cmpl_jax.data.convert --dataset=kinetics400 --input_dir=VIDEOS \
+      --annotations_dir=CSVS --output_dir=OUT [--num_workers=N]
+
+Each shard is one task for a pool of worker processes. A shard is written under a temporary
+name, renamed when complete, then described by a sidecar `<shard>.index.json`; re-running
+the same command after an interruption keeps every shard whose sidecar matches and redoes the
+rest, and metadata.json is rebuilt from the sidecars. Videos that are missing or cannot be
+decoded are listed under `skipped` in metadata.json and never stop the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import queue
+import random
+import re
+import time
+from typing import Any, Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the worker processes
+
+from absl import app, flags  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import tqdm  # pylint: disable=g-import-not-at-top
+
+from cmpl_jax.data import kinetics, records, ucf101, video_io  # pylint: disable=g-import-not-at-top
+
+DATASETS = ("ucf101", "kinetics400")
+# At short side 256 a 7 s UCF-101-like clip takes <= 6.2 MB (benchmarks/convert_speed.py, on
+# noisy synthetic frames that compress worse than real ones): shards of a few hundred MB,
+# ~100 shards for UCF-101 and ~2,400 for Kinetics-400: enough files to spread over hosts and
+# workers, few enough to keep file handles and GCS requests cheap.
+DEFAULT_VIDEOS_PER_SHARD = 100
+SIDECAR_SUFFIX = ".index.json"
+_TMP_SUFFIX = ".incomplete"  # + ".<pid>": a stray worker of a killed run never shares a file
+
+
+def _tmp_path(path: str) -> str:
+  return f"{path}{_TMP_SUFFIX}.{os.getpid()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardTask:
+  output_dir: str
+  split: str
+  index: int
+  count: int
+  videos: tuple[dict[str, Any], ...]
+  options: video_io.DecodeOptions
+
+  @property
+  def path(self) -> str:
+    return os.path.join(self.output_dir, records.shard_filename(self.split, self.index, self.count))
+
+  def identity(self) -> dict[str, Any]:
+    """What a finished shard must match to be reused: same videos and labels, same frame
+    settings (decoder threads do not change the frames, so they are left out)."""
+    options = dataclasses.asdict(self.options)
+    del options["threads"]
+    return {"plan": [[v["media_id"], v["label"]] for v in self.videos], "options": options}
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+  with tf.io.gfile.GFile(_tmp_path(path), "w") as f:
+    json.dump(data, f)
+  tf.io.gfile.rename(_tmp_path(path), path, overwrite=True)
+
+
+def finished_sidecar(task: ShardTask) -> dict[str, Any] | None:
+  """The sidecar of `task` if its shard is complete and matches the current plan, else None."""
+  sidecar_path = task.path + SIDECAR_SUFFIX
+  if not (tf.io.gfile.exists(task.path) and tf.io.gfile.exists(sidecar_path)):
+    return None
+  try:
+    with tf.io.gfile.GFile(sidecar_path) as f:
+      sidecar = json.load(f)
+  except (ValueError, tf.errors.OpError):
+    return None
+  if {k: sidecar.get(k) for k in ("plan", "options")} != task.identity():
+    return None
+  if sidecar.get("file_size") != tf.io.gfile.stat(task.path).length:
+    return None
+  return sidecar
+
+
+def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: None
+                  ) -> dict[str, Any]:
+  """Decodes the videos of one shard, writes the shard then its sidecar; returns the sidecar."""
+  kept: dict[str, list[Any]] = {k: [] for k in
+                                ("media_ids", "labels", "lengths", "num_frames", "frame_rates")}
+  skipped, warnings = [], []
+  with tf.io.TFRecordWriter(_tmp_path(task.path)) as writer:
+    for video in task.videos:
+      entry = {"path": video["path"], "media_id": video["media_id"], "split": task.split}
+      try:
+        decoded = video_io.decode_to_jpeg(video["path"], task.options)
+        payload = records.encode_example(
+            media_id=video["media_id"], label_index=video["label"],
+            label_string=video["label_string"], frame_rate=decoded.frame_rate,
+            height=decoded.height, width=decoded.width, jpeg_frames=decoded.jpeg_frames)
+      except video_io.VideoDecodeError as e:
+        skipped.append({**entry, "reason": str(e)})
+      except Exception as e:  # pylint: disable=broad-except  # one odd file must not stop a run
+        skipped.append({**entry, "reason": f"{type(e).__name__}: {e}"})
+      else:
+        writer.write(payload)
+        for key, value in zip(kept, (video["media_id"], video["label"], len(payload),
+                                     len(decoded.jpeg_frames), decoded.frame_rate)):
+          kept[key].append(value)
+        if decoded.warning:
+          warnings.append({**entry, "reason": decoded.warning})
+      progress(1)
+  tf.io.gfile.rename(_tmp_path(task.path), task.path, overwrite=True)
+  sidecar = {"shard": os.path.basename(task.path), "split": task.split, **task.identity(),
+             "file_size": tf.io.gfile.stat(task.path).length, "records": kept,
+             "skipped": skipped, "warnings": warnings}
+  _write_json_atomic(task.path + SIDECAR_SUFFIX, sidecar)
+  return sidecar
+
+
+_progress_queue = None
+
+
+def _init_worker(progress_queue) -> None:
+  global _progress_queue
+  _progress_queue = progress_queue
+
+
+def _convert_in_worker(task: ShardTask) -> dict[str, Any]:
+  return convert_shard(task, _progress_queue.put)
+
+
+def run_tasks(tasks: Sequence[ShardTask], num_workers: int) -> list[dict[str, Any]]:
+  """Runs the shard tasks (in-process, or over `num_workers` spawned processes) with a
+  progress bar counting videos; returns the sidecars in task order.
+
+  Spawned, not forked, workers: the parent has TensorFlow loaded, which is not fork-safe.
+  """
+  total = sum(len(t.videos) for t in tasks)
+  bar = tqdm.tqdm(total=total, unit="video", desc="converting", smoothing=0.1, mininterval=0.5,
+                  dynamic_ncols=True)
+  with bar:
+    if num_workers <= 1 or len(tasks) <= 1:
+      return [convert_shard(task, bar.update) for task in tasks]
+    ctx = multiprocessing.get_context("spawn")
+    progress_queue = ctx.Queue()
+    with ctx.Pool(min(num_workers, len(tasks)), _init_worker, (progress_queue,)) as pool:
+      pending = [pool.apply_async(_convert_in_worker, (task,)) for task in tasks]
+      while True:
+        try:
+          bar.update(progress_queue.get(timeout=0.2))
+        except queue.Empty:
+          pass
+        failed = [r for r in pending if r.ready() and not r.successful()]
+        if failed:
+          failed[0].get()  # re-raises the worker's exception; finished shards stay reusable
+        if all(r.ready() for r in pending):
+          break
+      while not progress_queue.empty():
+        bar.update(progress_queue.get())
+      return [r.get() for r in pending]
+
+
+def plan_shards(output_dir: str, split: str, videos: Sequence[dict[str, Any]],
+                videos_per_shard: int, seed: int, options: video_io.DecodeOptions
+                ) -> list[ShardTask]:
+  """Shuffles a split's videos with a fixed seed (so every shard mixes classes), then cuts
+  them into shards. Sorting first makes the plan independent of listing order, so a re-run
+  finds the same shards."""
+  ordered = sorted(videos, key=lambda v: v["media_id"])
+  random.Random(f"{seed}/{split}").shuffle(ordered)
+  count = -(-len(ordered) // videos_per_shard)
+  return [ShardTask(output_dir, split, i, count,
+                    tuple(ordered[i * videos_per_shard:(i + 1) * videos_per_shard]), options)
+          for i in range(count)]
+
+
+def remove_stale_files(output_dir: str, split: str, tasks: Sequence[ShardTask]) -> None:
+  """Deletes shards/sidecars/temporaries of `split` that the current plan does not produce
+  (e.g. a previous run with another --videos_per_shard), so a glob never mixes the two."""
+  keep = {os.path.basename(t.path) + s for t in tasks for s in ("", SIDECAR_SUFFIX)}
+  pattern = re.compile(re.escape(split) + r"\.tfrecord-\d{5}-of-\d{5}")
+  for name in tf.io.gfile.listdir(output_dir):
+    if pattern.match(name) and name not in keep:
+      tf.io.gfile.remove(os.path.join(output_dir, name))
+
+
+def build_metadata(dataset: str, classes: Sequence[str], options: video_io.DecodeOptions,
+                   sidecars: dict[str, list[dict[str, Any]]], listing_skipped: list[dict],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+  """metadata.json (design brief section 3) from the shard sidecars, in file then record order."""
+  splits, skipped, warnings = {}, list(listing_skipped), []
+  for split, split_sidecars in sidecars.items():
+    info = {"num_examples": 0, "files": [], "media_ids": [], "labels": [], "file_index": [],
+            "offsets": [], "lengths": [], "num_frames": [], "frame_rates": []}
+    for file_index, sidecar in enumerate(split_sidecars):
+      kept = sidecar["records"]
+      info["files"].append(sidecar["shard"])
+      for key in ("media_ids", "labels", "lengths", "num_frames", "frame_rates"):
+        info[key].extend(kept[key])
+      info["file_index"].extend([file_index] * len(kept["lengths"]))
+      info["offsets"].extend(records.payload_offsets(kept["lengths"]))
+      skipped.extend(sidecar["skipped"])
+      warnings.extend(sidecar["warnings"])
+    info["num_examples"] = len(info["media_ids"])
+    splits[split] = info
+  return {"dataset": dataset, "classes": list(classes), "frame_rate": float(options.fps),
+          "short_side": int(options.short_side), "splits": splits, "skipped": skipped,
+          "warnings": warnings, "conversion": {**dataclasses.asdict(options), **extra}}
+
+
+def list_dataset(dataset: str, input_dir: str, splits_dir: str | None, split_id: int,
+                 annotations_dir: str | None):
+  """(classes, {split: [video]}, skipped) from the dataset's own release files."""
+  if dataset == "ucf101":
+    if not splits_dir:
+      raise ValueError("--splits_dir is required for --dataset=ucf101 (the ucfTrainTestlist "
+                       "folder with classInd.txt, trainlist0N.txt, testlist0N.txt)")
+    return ucf101.list_videos(input_dir, splits_dir, split_id)
+  if dataset == "kinetics400":
+    if not annotations_dir:
+      raise ValueError("--annotations_dir is required for --dataset=kinetics400 (the folder "
+                       "with train.csv and validate.csv)")
+    return kinetics.list_videos(input_dir, annotations_dir)
+  raise ValueError(f"unknown --dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _check_options(**values: float) -> None:
+  rules = {"short_side": (0, ">= 0 (0 = keep the size)"), "fps": (0, ">= 0 (0 = native)"),
+           "jpeg_quality": (1, "in 1..100"), "max_frames": (0, ">= 0 (0 = all)"),
+           "videos_per_shard": (1, ">= 1"), "num_workers": (1, ">= 1"),
+           "decode_threads": (0, ">= 0 (0 = FFmpeg's choice)")}
+  for name, value in values.items():
+    minimum, expected = rules[name]
+    if value < minimum or (name == "jpeg_quality" and value > 100):
+      raise ValueError(f"--{name} must be {expected}, got {value}")
+
+
+@dataclasses.dataclass
+class Plan:
+  """Everything decided before any video is decoded."""
+  dataset: str
+  classes: list[str]
+  tasks: dict[str, list[ShardTask]]  # per split, in shard order
+  listing_skipped: list[dict[str, str]]
+  options: video_io.DecodeOptions
+  output_dir: str
+  extra: dict[str, Any]  # recorded under metadata["conversion"]
+
+
+def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | None = None,
+            split_id: int = 1, annotations_dir: str | None = None, short_side: int = 256,
+            fps: float = 0.0, jpeg_quality: int = 90, max_frames: int = 0,
+            videos_per_shard: int = DEFAULT_VIDEOS_PER_SHARD, decode_threads: int = 1,
+            seed: int = 0) -> Plan:
+  """Checks the flags, lists the dataset and plans the shards.
+
+  Raises ValueError/FileNotFoundError naming the flag or file for unusable inputs, before
+  any work starts (the CLI turns them into a usage error).
+  """
+  _check_options(short_side=short_side, fps=fps, jpeg_quality=jpeg_quality,
+                 max_frames=max_frames, videos_per_shard=videos_per_shard,
+                 decode_threads=decode_threads)
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown --dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
+  if not input_dir or not os.path.isdir(input_dir):
+    raise FileNotFoundError(f"--input_dir={input_dir!r} is not a directory")
+  if not output_dir:
+    raise ValueError("--output_dir is required")
+  classes, videos, listing_skipped = list_dataset(dataset, input_dir, splits_dir, split_id,
+                                                  annotations_dir)
+  options = video_io.DecodeOptions(short_side=short_side, fps=float(fps),
+                                   jpeg_quality=jpeg_quality, max_frames=max_frames,
+                                   threads=decode_threads)
+  tasks = {split: plan_shards(output_dir, split, split_videos, videos_per_shard, seed, options)
+           for split, split_videos in videos.items()}
+  extra = {"input_dir": os.path.abspath(input_dir), "videos_per_shard": videos_per_shard,
+           "seed": seed}
+  if dataset == "ucf101":
+    extra.update(splits_dir=os.path.abspath(splits_dir), split_id=split_id)
+  else:
+    extra.update(annotations_dir=os.path.abspath(annotations_dir))
+  return Plan(dataset, classes, tasks, listing_skipped, options, output_dir, extra)
+
+
+def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
+  """Writes the shards not already complete, then metadata.json; returns the metadata."""
+  _check_options(num_workers=num_workers)
+  started = time.time()
+  tf.io.gfile.makedirs(plan.output_dir)
+  done: dict[tuple[str, int], dict[str, Any]] = {}
+  for split, tasks in plan.tasks.items():
+    remove_stale_files(plan.output_dir, split, tasks)
+    for task in tasks:
+      sidecar = finished_sidecar(task)
+      if sidecar is not None:
+        done[(split, task.index)] = sidecar
+  todo = [t for tasks in plan.tasks.values() for t in tasks if (t.split, t.index) not in done]
+  total_shards = sum(len(tasks) for tasks in plan.tasks.values())
+  print(f"{plan.dataset}: {len(plan.classes)} classes, "
+        + ", ".join(f"{s}: {sum(len(t.videos) for t in ts)} videos"
+                    for s, ts in plan.tasks.items())
+        + f", {len(plan.listing_skipped)} listed but not usable (see skipped); "
+        f"{total_shards} shards, "
+        f"{total_shards - len(todo)} already complete, {len(todo)} to write "
+        f"with {min(num_workers, max(1, len(todo)))} worker(s)", flush=True)
+  for task, sidecar in zip(todo, run_tasks(todo, num_workers)):
+    done[(task.split, task.index)] = sidecar
+  sidecars = {split: [done[(split, t.index)] for t in tasks] for split, tasks in plan.tasks.items()}
+  metadata = build_metadata(plan.dataset, plan.classes, plan.options, sidecars,
+                            plan.listing_skipped, plan.extra)
+  path = records.write_metadata(plan.output_dir, metadata)
+  print(summary(metadata, plan.output_dir, time.time() - started) + f"\nmetadata: {path}",
+        flush=True)
+  return metadata
+
+
+def convert(*, num_workers: int = 1, **kwargs: Any) -> dict[str, Any]:
+  """prepare() + execute(): converts, or finishes converting, a dataset (see `prepare`)."""
+  return execute(prepare(**kwargs), num_workers)
+
+
+def _size(num_bytes: float) -> str:
+  for unit in ("B", "KB", "MB", "GB"):
+    if num_bytes < 1000:
+      return f"{num_bytes:.1f} {unit}"
+    num_bytes /= 1000
+  return f"{num_bytes:.1f} TB"
+
+
+def summary(metadata: dict[str, Any], output_dir: str, seconds: float) -> str:
+  """Per split: videos written, skipped, bytes; then totals and the first skip reasons."""
+  lines = [f"{'split':<12}{'written':>9}{'skipped':>9}{'size':>12}"]
+  total_bytes = 0
+  for split, info in metadata["splits"].items():
+    size = sum(tf.io.gfile.stat(os.path.join(output_dir, f)).length for f in info["files"])
+    total_bytes += size
+    skipped = sum(1 for s in metadata["skipped"] if s.get("split") == split)
+    lines.append(f"{split:<12}{info['num_examples']:>9}{skipped:>9}{_size(size):>12}")
+  written = sum(info["num_examples"] for info in metadata["splits"].values())
+  lines.append(f"total: {written} videos written, {len(metadata['skipped'])} skipped, "
+               f"{_size(total_bytes)} in {output_dir} ({seconds:.0f} s)")
+  for entry in metadata["skipped"][:5]:
+    lines.append(f"  skipped {entry['path']}: {entry['reason']}")
+  if len(metadata["skipped"]) > 5:
+    lines.append(f"  ... {len(metadata['skipped']) - 5} more under 'skipped' in metadata.json")
+  return "\n".join(lines)
+
+
+def _define_flags() -> None:
+  """Defined only when run as a program, so importing this module (tests, notebooks, other
+  CLIs with their own --seed or --dataset) never collides with other flag definitions."""
+  flags.DEFINE_enum("dataset", None, DATASETS, "Which release layout --input_dir holds.")
+  flags.DEFINE_string("input_dir", None, "UCF-101: the folder of class folders (UCF-101/). "
+                      "Kinetics: the folder holding the clips, in any subfolders.")
+  flags.DEFINE_string("output_dir", None, "Where the shards and metadata.json are written.")
+  flags.DEFINE_string("splits_dir", None, "UCF-101 only: ucfTrainTestlist/ (classInd.txt, "
+                      "trainlist0N.txt, testlist0N.txt).")
+  flags.DEFINE_integer("split_id", 1, "UCF-101 only: which official split, 1, 2 or 3.")
+  flags.DEFINE_string("annotations_dir", None, "Kinetics only: folder with train.csv and "
+                      "validate.csv (or kinetics_400_train.csv, kinetics_val.csv, ...).")
+  flags.DEFINE_integer("short_side", 256, "Resize frames so the shorter side is this (0 = keep).")
+  flags.DEFINE_float("fps", 0.0, "Resample to this frame rate (nearest frames); 0 = native.")
+  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1..100).")
+  flags.DEFINE_integer("max_frames", 0, "Keep at most this many frames per video (0 = all).")
+  flags.DEFINE_integer("videos_per_shard", DEFAULT_VIDEOS_PER_SHARD,
+                       "Videos per TFRecord shard (a UCF-101 video takes up to ~6 MB at short "
+                       "side 256, a Kinetics one ~1.5x that).")
+  flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
+                       "Worker processes (one shard at a time each); 1 = in this process.")
+  flags.DEFINE_integer("decode_threads", 1, "FFmpeg threads per decoded video (0 = FFmpeg's "
+                       "choice; 1 is best when --num_workers matches the cores).")
+  flags.DEFINE_integer("seed", 0, "Seed of the shuffle that assigns videos to shards.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  f = flags.FLAGS
+  for name in ("dataset", "input_dir", "output_dir"):
+    if not getattr(f, name):
+      raise app.UsageError(f"--{name} is required")
+  try:
+    _check_options(num_workers=f.num_workers)
+    plan = prepare(dataset=f.dataset, input_dir=f.input_dir, output_dir=f.output_dir,
+                   splits_dir=f.splits_dir, split_id=f.split_id,
+                   annotations_dir=f.annotations_dir, short_side=f.short_side, fps=f.fps,
+                   jpeg_quality=f.jpeg_quality, max_frames=f.max_frames,
+                   videos_per_shard=f.videos_per_shard, decode_threads=f.decode_threads,
+                   seed=f.seed)
+  except (ValueError, FileNotFoundError) as e:  # bad input, not a bug: no traceback
+    raise app.UsageError(str(e)) from e
+  execute(plan, f.num_workers)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,172 @@
+"""Video file -> JPEG frames, for the converters: PyAV decode, fps resampling, resize, JPEG.
+
+One function, `decode_to_jpeg`, so that both datasets (and anything else that wants the same
+frames, e.g. prediction on a single file) store frames identically. Free of TensorFlow, so
+TF-free tools (design brief section 7) can use it. Its cost bounds conversion speed: per kept
+frame, decode + scale to RGB (FFmpeg swscale) + JPEG (Pillow, via PyAV's `to_image`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Iterator
+
+import av
+from av.video.reformatter import VideoReformatter
+
+# Container extensions looked for when walking an input folder.
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
+
+# Rates outside this range are treated as "unknown" (some containers report 90000 or 0).
+_MIN_PLAUSIBLE_FPS, _MAX_PLAUSIBLE_FPS = 1.0, 240.0
+_FALLBACK_FPS = 25.0
+_EPS = 1e-6
+
+
+class VideoDecodeError(Exception):
+  """The file cannot give even one frame; the message is the `skipped` reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How frames are stored. Part of the converted data's identity (kept in the shard sidecars).
+
+  short_side: resize so the shorter side has this many pixels (0 = keep the decoded size).
+  fps: resample to this rate by picking the frame nearest each k/fps instant (0 = keep all).
+  jpeg_quality: Pillow JPEG quality, 1..100 (Pillow advises <= 95).
+  max_frames: keep at most this many frames per video, from its start (0 = all).
+  threads: FFmpeg decode and scaling threads per video (1 suits one worker process per core;
+    0 = FFmpeg's choice).
+  """
+  short_side: int = 256
+  fps: float = 0.0
+  jpeg_quality: int = 90
+  max_frames: int = 0
+  threads: int = 1
+
+
+@dataclasses.dataclass
+class DecodedVideo:
+  jpeg_frames: list[bytes]
+  height: int
+  width: int
+  frame_rate: float  # of the stored frames: options.fps, or the file's native rate
+  warning: str | None = None  # e.g. decoding stopped early on a damaged packet
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(height, width) with the shorter side scaled to `short_side`, aspect ratio kept."""
+  if short_side <= 0:
+    return height, width
+  if height <= width:
+    return short_side, max(1, round(width * short_side / height))
+  return max(1, round(height * short_side / width)), short_side
+
+
+def _native_rate(stream: av.video.stream.VideoStream) -> float | None:
+  for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    if rate and _MIN_PLAUSIBLE_FPS <= float(rate) <= _MAX_PLAUSIBLE_FPS:
+      return float(rate)
+  return None
+
+
+def _timed_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  rate: float) -> Iterator[tuple[float, av.VideoFrame]]:
+  """Yields (seconds since the first frame, frame); falls back to index/rate when a file's
+  timestamps are missing or go backwards (seen in damaged AVIs), so selection never stalls."""
+  start, previous = None, None
+  for frame in container.decode(stream):
+    t = frame.time
+    if t is not None and start is None:
+      start = t
+    t = None if t is None else t - start
+    if t is None or (previous is not None and t <= previous):
+      t = 0.0 if previous is None else previous + 1.0 / rate
+    previous = t
+    yield t, frame
+
+
+def _select(timed: Iterator[tuple[float, av.VideoFrame]], fps: float, rate: float
+            ) -> Iterator[av.VideoFrame]:
+  """Frames nearest to the instants 0, 1/fps, 2/fps, ... (all frames when fps <= 0).
+
+  Streaming (one frame of look-behind) so a long video never sits decoded in memory. The last
+  instant kept is the last one before the end of the last frame's display (t_last + 1/rate), so
+  a clip of duration D yields about D*fps frames, as `ffmpeg -r` would.
+  """
+  if fps <= 0:
+    for _, frame in timed:
+      yield frame
+    return
+  k, prev_t, prev = 0, None, None
+  for t, frame in timed:
+    while k / fps <= t + _EPS:
+      target = k / fps
+      use_prev = prev is not None and target - prev_t <= t - target + _EPS  # ties: earlier
+      yield prev if use_prev else frame
+      k += 1
+    prev_t, prev = t, frame
+  if prev is not None:
+    while k / fps < prev_t + 1.0 / rate - _EPS:
+      yield prev
+      k += 1
+
+
+def _to_jpeg(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, width: int,
+             options: DecodeOptions) -> bytes:
+  # One reformatter per video keeps FFmpeg's scaler context: 3-4x faster than frame.reformat,
+  # which builds a new one per frame (measured: 0.6 vs 2.6 ms for 320x240 -> 341x256).
+  rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                             interpolation="BILINEAR", threads=options.threads)
+  buffer = io.BytesIO()
+  rgb.to_image().save(buffer, format="JPEG", quality=options.jpeg_quality)  # Pillow
+  return buffer.getvalue()
+
+
+def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
+  """Decodes the first video stream of `path` into JPEG frames per `options`.
+
+  Raises VideoDecodeError (message = reason to record) when no frame can be had. A decoding
+  error after some frames keeps those frames and sets `warning`: real downloads often end in
+  a damaged packet, and the frames before it are good.
+  """
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise VideoDecodeError(f"cannot read file: {e.strerror or e}") from None
+  if size == 0:
+    raise VideoDecodeError("empty file (0 bytes)")
+  try:
+    container = av.open(path, metadata_errors="ignore")
+  except (av.FFmpegError, OSError, ValueError) as e:
+    raise VideoDecodeError(f"cannot open as a video: {e}") from None
+  with container:
+    if not container.streams.video:
+      raise VideoDecodeError("no video stream")
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = options.threads
+    if options.threads != 1:
+      stream.thread_type = "AUTO"
+    rate = _native_rate(stream) or _FALLBACK_FPS
+    frames: list[bytes] = []
+    warning, last_frame, last_jpeg, size_hw = None, None, b"", None
+    reformatter = VideoReformatter()
+    try:
+      for frame in _select(_timed_frames(container, stream, rate), options.fps, rate):
+        if options.max_frames and len(frames) >= options.max_frames:
+          break
+        if frame is not last_frame:  # a repeated frame (fps above native) is encoded once
+          if size_hw is None:
+            size_hw = resized_size(frame.height, frame.width, options.short_side)
+          last_frame, last_jpeg = frame, _to_jpeg(reformatter, frame, *size_hw, options)
+        frames.append(last_jpeg)
+    except (av.FFmpegError, ValueError) as e:
+      if not frames:
+        raise VideoDecodeError(f"decode error: {e}") from None
+      warning = f"decoding stopped after {len(frames)} frames: {e}"
+  if not frames:
+    raise VideoDecodeError("no frames")
+  height, width = size_hw
+  return DecodedVideo(frames, height, width, float(options.fps) if options.fps > 0 else rate,
+                     warning)
