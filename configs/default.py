@@ -51,6 +51,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.cutout_fraction = 0.5     # strong view: cutout square side, fraction of crop_size
   config.data.num_parallel_calls = -1   # tf.data parallelism (-1 = AUTOTUNE)
   config.data.skip_bad_records = False  # skip (and count) undecodable records instead of failing
+  # Generate + convert the embedded synthetic dataset into data.dir when it is missing
+  # (configs/demo.py); empty = never generate.
+  config.data.synthetic = ml_collections.ConfigDict(dict(
+      enabled=False, classes=0, videos_per_class=0, seed=0, short_side=0))
+  config.data.shuffle_buffer = 256      # tfds source only: shuffle buffer of the unlabeled stream
+                                        # (encoded videos held in memory; the tfrecord source
+                                        # shuffles by index and needs none)
 
   config.batch_size = 8       # labeled clips per step, global (all devices, all hosts)
   config.mu = 7               # unlabeled clips per labeled clip. ASSUMPTION: FixMatch's mu=7.
@@ -77,4 +84,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_crops = 3         # 1 (centre) or 3 (left/centre/right along the long side)
   config.eval.batch_size = 8        # videos per eval batch, global
   config.eval.step = -1             # checkpoint step for --mode=eval (-1 = latest)
+  return config
+
+
+METHODS = ("cmpl", "fixmatch", "supervised")
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """Applies a `METHOD_PCTpct[,tpu|,gpu]` variant string, e.g. 'cmpl_1pct' or 'fixmatch_10pct,tpu'.
+
+  FixMatch and supervised-only baselines train the primary model alone (auxiliary name '');
+  `tpu`/`gpu` switch to bfloat16 compute with global batches sized for 8 accelerators.
+  """
+  head, _, hardware = arg.partition(",")
+  method, _, percent = head.rpartition("_")
+  if method not in METHODS or not percent.endswith("pct"):
+    raise ValueError(f"config argument {arg!r}: expected METHOD_PCTpct[,tpu|,gpu] with METHOD in "
+                     f"{METHODS}, e.g. 'cmpl_1pct' or 'supervised_10pct,gpu'")
+  config.method = method
+  config.data.labeled_percent = float(percent[:-3])
+  if method != "cmpl":
+    config.model.auxiliary.name = ""
+  if hardware:
+    if hardware not in ("tpu", "gpu"):
+      raise ValueError(f"config argument {arg!r}: hardware suffix must be 'tpu' or 'gpu'")
+    config.dtype = "bfloat16"
   return config

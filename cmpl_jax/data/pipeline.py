@@ -1,0 +1,359 @@
+"""tf.data input pipeline: index-based streams -> read -> sample/decode/augment -> host batches.
+
+Design (what makes resume, multi-host and device-count independence exact):
+  * A training stream is a sequence of elements k = 0, 1, 2, ... Element k is video
+    `index_shuffle(k mod N, seed=(config.seed, stream, epoch=k // N), N - 1)` of the stream's
+    index set (labeled subset, or the whole train split), read by byte offset from its shard
+    (FixedLengthRecordDataset), and augmented with stateless seeds from (config.seed, stream, k).
+    A stream is thus a pure function of (seed, k): resuming at step s starts the labeled stream
+    at k = s * batch_size and the unlabeled one at k = s * batch_size * mu; no iterator state.
+  * The global batch of step s is elements [s * B, (s + 1) * B); process p of P takes the
+    contiguous slice [s * B + p * B / P, s * B + (p + 1) * B / P), reshaped to
+    [local_devices, per_device, ...]. The global batch is the same for any host/device count and
+    hosts read disjoint data.
+  * Eval covers the split once in metadata order, split the same way; the last batch is padded
+    (mask False, index -1), never dropped.
+  * Bad data: a record that fails to read, parse or decode raises `BadRecordError` naming the
+    shard file, record number and media id. With `config.data.skip_bad_records`, a bad training
+    video is replaced by the next one of the epoch's permutation (so element k stays a pure
+    function of k), a bad eval video becomes a masked-out entry; skips are counted
+    (`TrainIterator.num_skipped_records`, `EvalIterator.num_skipped_records`).
+  * `config.data.source == 'tfds'`: TFDS has no byte offsets, so its training streams are
+    sequential (see tfds_source.py for what that costs).
+Module layout: sampling.py (which frames, no TF), augment.py (views), clips.py (one video ->
+its views), streams.py (index-based reading), tfds_source.py, and this file (batches, iterators).
+Importing augment.py hides GPUs from TF, so TF never takes accelerator memory from JAX.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from cmpl_jax import methods
+from cmpl_jax.data import clips, records, tfds_source
+from cmpl_jax.data.streams import (LABELED_STREAM, UNLABELED_STREAM, RecordTable, eval_stream,
+                                   plain, train_stream)
+
+
+class BadRecordError(RuntimeError):
+  """A record could not be read, parsed or decoded (message names file, record, media id)."""
+
+
+def _parallelism(config: Any) -> int:
+  calls = int(config.data.num_parallel_calls)
+  return tf.data.AUTOTUNE if calls <= 0 else calls
+
+
+def _host_batch(global_batch: int, field: str, process_count: int, num_local_devices: int
+                ) -> int:
+  if process_count < 1 or num_local_devices < 1:
+    raise ValueError(f"process_count={process_count} and num_local_devices={num_local_devices} "
+                     f"must be >= 1")
+  shards = process_count * num_local_devices
+  if global_batch < 1 or global_batch % shards:
+    raise ValueError(f"{field}={global_batch} must be a positive multiple of process_count * "
+                     f"num_local_devices = {process_count} * {num_local_devices} = {shards}")
+  return global_batch // process_count
+
+
+def _to_devices(ds: tf.data.Dataset, host_batch: int, num_local_devices: int
+                ) -> tf.data.Dataset:
+  """Batches host elements and reshapes every leaf to [devices, per_device, ...]."""
+  per_device = host_batch // num_local_devices
+  ds = ds.batch(host_batch, drop_remainder=True)
+  return ds.map(plain(lambda batch: tf.nest.map_structure(
+      lambda x: tf.reshape(x, [num_local_devices, per_device] + x.shape[1:].as_list()), batch)))
+
+
+def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1  # Parallelism comes from elements, not ops.
+  options.experimental_optimization.map_parallelization = True
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _check_source(config: Any) -> str:
+  source = config.data.source
+  if source not in ("tfrecord", "tfds"):
+    raise ValueError(f"config.data.source must be 'tfrecord' or 'tfds', got {source!r}")
+  return source
+
+
+def _data_dir(config: Any, data_dir: str | None) -> str:
+  data_dir = data_dir or config.data.dir
+  if not data_dir:
+    raise ValueError("config.data.dir is empty: set it to the folder written by "
+                     "`python -m cmpl_jax.data.convert` (or use config.data.source='tfds')")
+  return data_dir
+
+
+def train_split_labels(config: Any, data_dir: str | None = None
+                       ) -> tuple[list[str], list[int], list[str]]:
+  """(media ids, labels, class names) of the train split, in the order of labeled indices.
+
+  tfrecord: from metadata.json. tfds: one pass over the split (every record is read once);
+  media ids are `<split>[<position>]`.
+  """
+  if _check_source(config) == "tfds":
+    return tfds_source.split_labels(config, config.data.train_split, data_dir)
+  metadata = records.read_metadata(_data_dir(config, data_dir))
+  info = RecordTable.split_info(metadata, config.data.train_split, _data_dir(config, data_dir))
+  return list(info["media_ids"]), [int(x) for x in info["labels"]], list(metadata["classes"])
+
+
+def class_names(config: Any, data_dir: str | None = None) -> list[str]:
+  """Class names in label order, without reading any record (metadata.json / TFDS info)."""
+  if _check_source(config) == "tfds":
+    return tfds_source.class_names(config, data_dir)
+  return list(records.read_metadata(_data_dir(config, data_dir))["classes"])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def make_train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
+                       start_step: int, process_index: int, process_count: int,
+                       num_local_devices: int, labeled_decode_and_crop: bool | None = None,
+                       unlabeled_decode_and_crop: bool = False) -> tf.data.Dataset:
+  """The host's training batches as a tf.data.Dataset (see `make_train_iterator`).
+
+  Leaves also carry `_bad`, `_bad_index`, `_ok` (skip accounting; the iterator removes them).
+  The decode flags choose the decoding strategy (clips.py). Defaults, from
+  benchmarks/input_pipeline.py: unlabeled clips decode each frame once; labeled clips decode
+  only their crop with a single model, and each frame once with two models (the primary's
+  frames are a subset of the auxiliary's, so decoding the union is cheaper than two crops).
+  """
+  return _train_dataset(
+      config, data_dir, labeled_indices, start_step=start_step, process_index=process_index,
+      process_count=process_count, num_local_devices=num_local_devices,
+      labeled_decode_and_crop=labeled_decode_and_crop,
+      unlabeled_decode_and_crop=unlabeled_decode_and_crop)[0]
+
+
+def _train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
+                   start_step: int, process_index: int, process_count: int,
+                   num_local_devices: int, labeled_decode_and_crop: bool | None = None,
+                   unlabeled_decode_and_crop: bool = False
+                   ) -> tuple[tf.data.Dataset, RecordTable | None]:
+  """make_train_dataset, also returning the RecordTable (None for tfds) for error messages."""
+  source = _check_source(config)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}")
+  supervised = not methods.uses_unlabeled(config.method)
+  if not supervised and int(config.mu) < 1:
+    raise ValueError(f"config.mu must be >= 1 for method {config.method!r}, got {config.mu}")
+  labeled_batch = int(config.batch_size)
+  _host_batch(labeled_batch, "config.batch_size", process_count, num_local_devices)  # Checks.
+  labeled_indices = [int(i) for i in labeled_indices]
+  if not labeled_indices:
+    raise ValueError("the labeled subset is empty")
+  parallel = _parallelism(config)
+  common = dict(seed=int(config.seed), start_step=start_step, process_index=process_index,
+                process_count=process_count, parallel=parallel,
+                skip_bad=bool(config.data.skip_bad_records))
+
+  table = None
+  if source == "tfds":
+    tfds_streams = tfds_source.train_sources(config, data_dir, labeled_indices)
+    jpeg = tfds_streams["jpeg"]
+  else:
+    table = RecordTable(_data_dir(config, data_dir), config.data.train_split)
+    if table.num_examples == 0:
+      raise ValueError(f"split {config.data.train_split!r} of {table.paths} has no examples")
+    bad = [i for i in labeled_indices if not 0 <= i < table.num_examples]
+    if bad:
+      raise ValueError(f"labeled indices out of range [0, {table.num_examples}) of split "
+                       f"{config.data.train_split!r}: {bad[:10]}")
+    jpeg = True
+  maker = clips.ClipMaker(config, jpeg=jpeg)
+  if labeled_decode_and_crop is None:
+    labeled_decode_and_crop = len(maker.specs) == 1
+
+  def stream(stream_id, global_batch, example_fn, index_set):
+    kind = "labeled" if stream_id == LABELED_STREAM else "unlabeled"
+    kwargs = dict(common, stream_id=stream_id, global_batch=global_batch,
+                  placeholder=lambda: maker.placeholder(kind))
+    if source == "tfds":
+      ds = tfds_source.train_stream(tfds_streams[kind], example_fn, **kwargs)
+    else:
+      ds = train_stream(table, index_set, example_fn, **kwargs)
+    return _to_devices(ds, global_batch // process_count, num_local_devices)
+
+  labeled = stream(
+      LABELED_STREAM, labeled_batch, lambda frames, label, seed: maker.labeled(
+          frames, label, seed, decode_and_crop=labeled_decode_and_crop), labeled_indices)
+  if supervised:
+    return _with_options(labeled.map(plain(lambda batch: {"labeled": batch}))), table
+  unlabeled = stream(
+      UNLABELED_STREAM, labeled_batch * int(config.mu), lambda frames, label, seed:
+      maker.unlabeled(frames, label, seed, decode_and_crop=unlabeled_decode_and_crop),
+      None if source == "tfds" else list(range(table.num_examples)))
+  ds = tf.data.Dataset.zip(labeled, unlabeled)
+  return _with_options(ds.map(plain(lambda lab, unl: {"labeled": lab, "unlabeled": unl}))), table
+
+
+class _Batches:
+  """Numpy batches of a dataset; turns our in-graph bad-record assertion into BadRecordError."""
+
+  def __init__(self, dataset: tf.data.Dataset, table: RecordTable | None):
+    self._iterator = dataset.as_numpy_iterator()
+    self._table = table
+    self.num_skipped_records = 0
+    self.skipped_media_ids: list[str] = []
+
+  def next(self) -> dict[str, Any]:
+    try:
+      batch = next(self._iterator)
+    except tf.errors.InvalidArgumentError as e:
+      match = re.search(r"BAD_RECORD: (.*?could not be read, parsed or decoded)", e.message)
+      if not match:
+        raise
+      message = match.group(1)
+      cause = re.search(r"split index (\d+)", message)
+      if self._table is not None and cause:
+        message += f" ({self._table.diagnose(int(cause.group(1)))})"
+      raise BadRecordError(message + "; set config.data.skip_bad_records=True to skip such "
+                           "records, or re-convert the video") from None
+    self._account(batch)
+    return batch
+
+  def _account(self, tree: dict[str, Any]) -> None:
+    """Pops the skip-accounting leaves of every stream in `tree`, updating the counts."""
+    if "_bad" in tree:
+      bad, bad_index = tree.pop("_bad"), tree.pop("_bad_index")
+      tree.pop("_ok", None)
+      count = int(bad.sum())
+      if count:
+        self.num_skipped_records += count
+        names = [self._table.media_ids[i] if self._table else f"#{i}"
+                 for i in np.unique(bad_index[bad_index >= 0])]
+        self.skipped_media_ids.extend(names)
+        logging.warning("skipped %d bad record(s) (%s); %d so far", count, ", ".join(names),
+                        self.num_skipped_records)
+    for value in tree.values():
+      if isinstance(value, dict):
+        self._account(value)
+
+
+class TrainIterator:
+  """Yields the host's batch of each step from `start_step` on (see `make_train_iterator`)."""
+
+  def __init__(self, dataset: tf.data.Dataset, start_step: int, table: RecordTable | None):
+    self.dataset = dataset
+    self.step = start_step  # Step of the next batch.
+    self._batches = _Batches(dataset, table)
+
+  @property
+  def num_skipped_records(self) -> int:
+    return self._batches.num_skipped_records
+
+  @property
+  def skipped_media_ids(self) -> list[str]:
+    return self._batches.skipped_media_ids
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    batch = self._batches.next()
+    self.step += 1
+    return batch
+
+
+def make_train_iterator(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
+                        start_step: int, process_index: int, process_count: int,
+                        num_local_devices: int) -> TrainIterator:
+  """Iterator over the host's training batches, one per step from `start_step`:
+
+    {'labeled':   {'primary': uint8[D, b_l, T_F, S, S, 3], 'auxiliary': uint8[D, b_l, T_A, S, S, 3],
+                   'label': int32[D, b_l]},
+     'unlabeled': {'weak':   {'primary': uint8[D, b_u, T_F, S, S, 3], 'auxiliary': ...},
+                   'strong': {'primary': ..., 'auxiliary': ...}, 'label': int32[D, b_u]}}
+
+  D = num_local_devices, b_l = batch_size / (process_count * D), b_u = mu * b_l. 'auxiliary' only
+  with an auxiliary model (`methods.model_names`), 'unlabeled' not for method 'supervised'; unlabeled
+  labels are for diagnostics only. `labeled_indices` index the train split (`splits.py`).
+  """
+  dataset, table = _train_dataset(
+      config, data_dir, labeled_indices, start_step=start_step, process_index=process_index,
+      process_count=process_count, num_local_devices=num_local_devices)
+  return TrainIterator(dataset, start_step, table)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class EvalIterator:
+  """One pass over an eval split; `len()` / `num_batches` batches, the last padded + masked."""
+
+  def __init__(self, dataset: tf.data.Dataset, num_batches: int, num_examples: int,
+               table: RecordTable | None):
+    self.dataset = dataset
+    self.num_batches = num_batches
+    self.num_examples = num_examples
+    self._batches = _Batches(dataset, table)
+    self._produced = 0
+
+  @property
+  def num_skipped_records(self) -> int:
+    return self._batches.num_skipped_records
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    if self._produced >= self.num_batches:
+      raise StopIteration
+    batch = self._batches.next()
+    self._produced += 1
+    return batch
+
+
+def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = None, *,
+                       process_index: int, process_count: int, num_local_devices: int
+                       ) -> EvalIterator:
+  """Iterator over `split` (default config.data.eval_split), each video exactly once:
+
+    {'primary': uint8[D, b, V, T_F, S, S, 3], 'auxiliary': ..., 'label': int32[D, b],
+     'mask': bool[D, b], 'index': int32[D, b]}
+
+  V = eval.num_clips * eval.num_crops views (view = clip * num_crops + crop), `index` = the
+  video's position in metadata (or TFDS) order, -1 for padding. b = eval.batch_size / (P * D).
+  """
+  source = _check_source(config)
+  split = split or config.data.eval_split
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
+  global_batch = int(config.eval.batch_size)
+  host_batch = _host_batch(global_batch, "config.eval.batch_size", process_count,
+                           num_local_devices)
+  kwargs = dict(global_batch=global_batch, process_index=process_index,
+                process_count=process_count, parallel=_parallelism(config),
+                skip_bad=bool(config.data.skip_bad_records))
+  table = None
+  if source == "tfds":
+    source_ds, num_examples, jpeg = tfds_source.eval_source(config, data_dir, split)
+  else:
+    table = RecordTable(_data_dir(config, data_dir), split)
+    num_examples, jpeg = table.num_examples, True
+  if num_examples == 0:
+    raise ValueError(f"split {split!r} has no examples")
+  maker = clips.ClipMaker(config, jpeg=jpeg)
+  num_batches = -(-num_examples // global_batch)
+  if source == "tfds":
+    ds = tfds_source.eval_stream(source_ds, num_examples, maker, num_batches=num_batches,
+                                 **kwargs)
+  else:
+    ds = eval_stream(table, maker, num_batches=num_batches, **kwargs)
+  ds = _with_options(_to_devices(ds, host_batch, num_local_devices))
+  return EvalIterator(ds, num_batches, num_examples, table)

@@ -1,0 +1,37 @@
+"""Which models each training method trains: one answer for the pipeline, the step and the tools.
+
+Pure Python (no JAX, no TensorFlow) so every layer can import it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+METHODS = ("cmpl", "fixmatch", "supervised")
+
+
+def has_auxiliary(config: Any) -> bool:
+  """An auxiliary model is configured when `config.model.auxiliary.name` is non-empty."""
+  auxiliary = config.model.get("auxiliary")
+  return auxiliary is not None and bool(auxiliary.get("name"))
+
+
+def model_names(config: Any) -> tuple[str, ...]:
+  """('primary',) or ('primary', 'auxiliary'), by `config.method`.
+
+  CMPL needs both models; FixMatch trains the primary alone whatever else is configured;
+  supervised-only trains every configured model on the labeled clips.
+  """
+  method = config.method
+  if method not in METHODS:
+    raise ValueError(f"config.method={method!r} is not one of {list(METHODS)}")
+  auxiliary = has_auxiliary(config)
+  if method == "cmpl" and not auxiliary:
+    raise ValueError("config.method='cmpl' needs config.model.auxiliary.name (a model name); "
+                     "use method 'fixmatch' or 'supervised' for a single model")
+  if method == "fixmatch" or not auxiliary:
+    return ("primary",)
+  return ("primary", "auxiliary")
+
+
+def uses_unlabeled(method: str) -> bool:
+  return method != "supervised"
