@@ -103,7 +103,7 @@ def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: N
         payload = records.encode_example(
             media_id=video["media_id"], label_index=video["label"],
             label_string=video["label_string"], frame_rate=decoded.frame_rate,
-            height=decoded.height, width=decoded.width, jpeg_frames=decoded.jpeg_frames)
+            height=decoded.height, width=decoded.width, jpeg_frames=decoded.frames)
       except video_io.VideoDecodeError as e:
         skipped.append({**entry, "reason": str(e)})
       except Exception as e:  # pylint: disable=broad-except  # one odd file must not stop a run
@@ -111,7 +111,7 @@ def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: N
       else:
         writer.write(payload)
         for key, value in zip(kept, (video["media_id"], video["label"], len(payload),
-                                     len(decoded.jpeg_frames), decoded.frame_rate)):
+                                     len(decoded.frames), decoded.frame_rate)):
           kept[key].append(value)
         if decoded.warning:
           warnings.append({**entry, "reason": decoded.warning})

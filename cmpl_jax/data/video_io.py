@@ -1,7 +1,7 @@
-"""Video file -> JPEG frames, for the converters: PyAV decode, fps resampling, resize, JPEG.
+"""Video file -> frames: PyAV decode, fps resampling, resize, then JPEG (converters) or arrays.
 
-One function, `decode_to_jpeg`, so that both datasets (and anything else that wants the same
-frames, e.g. prediction on a single file) store frames identically. Free of TensorFlow, so
+One decoding path, so both datasets store frames identically and prediction on a single file
+(`decode_to_array`) sees what training saw. Free of TensorFlow, so
 TF-free tools (design brief section 7) can use it. Its cost bounds conversion speed: per kept
 frame, decode + scale to RGB (FFmpeg swscale) + JPEG (Pillow, via PyAV's `to_image`).
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import av
+import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from cmpl_jax.data import sampling
 
 # Container extensions looked for when walking an input folder.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
@@ -48,7 +51,7 @@ class DecodeOptions:
 
 @dataclasses.dataclass
 class DecodedVideo:
-  jpeg_frames: list[bytes]
+  frames: list[Any]  # JPEG bytes (decode_to_jpeg) or uint8 [H, W, 3] arrays (decode_to_array)
   height: int
   width: int
   frame_rate: float  # of the stored frames: options.fps, or the file's native rate
@@ -56,12 +59,10 @@ class DecodedVideo:
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-  """(height, width) with the shorter side scaled to `short_side`, aspect ratio kept."""
+  """(height, width) with the shorter side scaled to `short_side` (0 keeps the size)."""
   if short_side <= 0:
     return height, width
-  if height <= width:
-    return short_side, max(1, round(width * short_side / height))
-  return max(1, round(height * short_side / width)), short_side
+  return sampling.resized_shape(height, width, short_side)
 
 
 def _native_rate(stream: av.video.stream.VideoStream) -> float | None:
@@ -115,22 +116,40 @@ def _select(timed: Iterator[tuple[float, av.VideoFrame]], fps: float, rate: floa
 
 def _to_jpeg(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, width: int,
              options: DecodeOptions) -> bytes:
-  # One reformatter per video keeps FFmpeg's scaler context: 3-4x faster than frame.reformat,
-  # which builds a new one per frame (measured: 0.6 vs 2.6 ms for 320x240 -> 341x256).
-  rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                             interpolation="BILINEAR", threads=options.threads)
   buffer = io.BytesIO()
-  rgb.to_image().save(buffer, format="JPEG", quality=options.jpeg_quality)  # Pillow
+  _to_rgb(reformatter, frame, height, width, options).to_image().save(
+      buffer, format="JPEG", quality=options.jpeg_quality)  # Pillow
   return buffer.getvalue()
 
 
+def _to_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, width: int,
+            options: DecodeOptions) -> av.VideoFrame:
+  # One reformatter per video keeps FFmpeg's scaler context: 3-4x faster than frame.reformat,
+  # which builds a new one per frame (measured: 0.6 vs 2.6 ms for 320x240 -> 341x256).
+  return reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                              interpolation="BILINEAR", threads=options.threads)
+
+
 def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
-  """Decodes the first video stream of `path` into JPEG frames per `options`.
+  """Decodes the first video stream of `path` into JPEG frames per `options` (the converter).
 
   Raises VideoDecodeError (message = reason to record) when no frame can be had. A decoding
   error after some frames keeps those frames and sets `warning`: real downloads often end in
   a damaged packet, and the frames before it are good.
   """
+  return _decode(path, options, _to_jpeg)
+
+
+def decode_to_array(path: str, options: DecodeOptions) -> tuple[np.ndarray, float]:
+  """uint8 [T, H, W, 3] RGB frames and their frame rate, resized/resampled like the converter
+  does (predict.py: a new video goes through the same decoding as the training data)."""
+  video = _decode(path, options, lambda *args: _to_rgb(*args).to_ndarray())
+  return np.stack(video.frames), video.frame_rate
+
+
+def _decode(path: str, options: DecodeOptions,
+            convert: Callable[[VideoReformatter, av.VideoFrame, int, int, DecodeOptions], Any]
+            ) -> DecodedVideo:
   try:
     size = os.path.getsize(path)
   except OSError as e:
@@ -149,8 +168,8 @@ def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
     if options.threads != 1:
       stream.thread_type = "AUTO"
     rate = _native_rate(stream) or _FALLBACK_FPS
-    frames: list[bytes] = []
-    warning, last_frame, last_jpeg, size_hw = None, None, b"", None
+    frames: list[Any] = []
+    warning, last_frame, last_converted, size_hw = None, None, None, None
     reformatter = VideoReformatter()
     try:
       for frame in _select(_timed_frames(container, stream, rate), options.fps, rate):
@@ -159,8 +178,8 @@ def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
         if frame is not last_frame:  # a repeated frame (fps above native) is encoded once
           if size_hw is None:
             size_hw = resized_size(frame.height, frame.width, options.short_side)
-          last_frame, last_jpeg = frame, _to_jpeg(reformatter, frame, *size_hw, options)
-        frames.append(last_jpeg)
+          last_frame, last_converted = frame, convert(reformatter, frame, *size_hw, options)
+        frames.append(last_converted)
     except (av.FFmpegError, ValueError) as e:
       if not frames:
         raise VideoDecodeError(f"decode error: {e}") from None

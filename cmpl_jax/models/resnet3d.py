@@ -44,6 +44,11 @@ ARCHITECTURES = {
     "r3d_18": Architecture(block="basic", stage_depths=(2, 2, 2, 2), stem_kernel=(3, 7, 7),
                            stem_pool=False, temporal_kernels=(3, 3, 3, 3),
                            temporal_strides=(1, 2, 2, 2)),
+    # r3d_18 with one block per stage: for tests and CPU demos, where XLA compile time scales
+    # with the number of layers.
+    "r3d_10": Architecture(block="basic", stage_depths=(1, 1, 1, 1), stem_kernel=(3, 7, 7),
+                           stem_pool=False, temporal_kernels=(3, 3, 3, 3),
+                           temporal_strides=(1, 2, 2, 2)),
     "slowonly_r50": Architecture(block="bottleneck", stage_depths=(3, 4, 6, 3),
                                  stem_kernel=(1, 7, 7), stem_pool=True,
                                  temporal_kernels=(1, 1, 3, 3), temporal_strides=(1, 1, 1, 1)),
@@ -184,9 +189,10 @@ def summary(model: ResNet3D, num_frames: int, size: int, name: str = "") -> str:
   variables = jax.eval_shape(functools.partial(init_variables, model, num_frames=num_frames,
                                                size=size), jax.random.key(0))
   params = count_params(variables["params"])
-  gflops = flops_per_clip(model, num_frames, size) / 1e9
+  flops = flops_per_clip(model, num_frames, size)
+  amount = f"{flops / 1e9:.2f} GFLOPs" if flops >= 1e8 else f"{flops / 1e6:.2f} MFLOPs"
   label = name or type(model).__name__
-  return (f"{label}: {params:,} params, {gflops:.2f} GFLOPs per {num_frames}x{size}x{size} clip "
+  return (f"{label}: {params:,} params, {amount} per {num_frames}x{size}x{size} clip "
           f"(XLA cost analysis, multiply-add = 2 FLOPs), width x{model.width_multiplier:g}, "
           f"{model.num_classes} classes")
 

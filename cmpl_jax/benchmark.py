@@ -1,0 +1,135 @@
+"""Throughput of the train step or the input pipeline for a config; prints one JSON line.
+
+  python -m cmpl_jax.benchmark --config=configs/demo.py --what=train_step
+  python -m cmpl_jax.benchmark --config=configs/ucf101.py:cmpl_1pct --what=train_step \\
+      --config.data.crop_size=112 --config.batch_size=2 --config.mu=1 --steps=3
+  python -m cmpl_jax.benchmark --config=configs/demo.py --what=input_pipeline
+
+`train_step` times the pmapped step on random uint8 clips of the configured shapes over all
+local devices (no data needed; TensorFlow is not imported). `input_pipeline` times the host's
+training batches from config.data.dir. Clips per step count every clip a step consumes:
+labeled + weak + strong unlabeled (each model sees its own copy at its own frame rate).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import flax.jax_utils
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from cmpl_jax import methods, train
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Only when run as a program: importing this module (tests do) must not claim flag names."""
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:ARG]).",
+                                  lock_config=True)
+  flags.DEFINE_enum("what", "train_step", ["train_step", "input_pipeline"], "What to time.")
+  flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up).")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps first (the first one compiles).")
+  flags.DEFINE_integer("num_classes", 101, "Classes of the head (train_step only).")
+  flags.mark_flags_as_required(["config"])
+
+
+def clips_per_step(config) -> int:
+  unlabeled = 2 * config.mu if methods.uses_unlabeled(config.method) else 0
+  return config.batch_size * (1 + unlabeled)
+
+
+def random_batch(config, num_devices: int, num_classes: int, seed: int = 0):
+  """A host batch shaped like the pipeline's, of random pixels and labels."""
+  rng = np.random.default_rng(seed)
+  size = config.data.crop_size
+  b_l = config.batch_size // num_devices
+  if b_l * num_devices != config.batch_size:
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{num_devices} devices")
+
+  def clips(n, name):
+    shape = (num_devices, n, config.model[name].num_frames, size, size, 3)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+  def labels(n):
+    return rng.integers(0, num_classes, (num_devices, n)).astype(np.int32)
+
+  names = methods.model_names(config)
+  batch = {"labeled": {**{n: clips(b_l, n) for n in names}, "label": labels(b_l)}}
+  if methods.uses_unlabeled(config.method):
+    b_u = b_l * config.mu
+    batch["unlabeled"] = {"weak": {n: clips(b_u, n) for n in names},
+                          "strong": {n: clips(b_u, n) for n in names}, "label": labels(b_u)}
+  return batch
+
+
+def time_train_step(config, num_classes: int, steps: int, warmup: int) -> dict:
+  models = train.create_models(config, num_classes)
+  tx = train.create_optimizer(config)
+  state = flax.jax_utils.replicate(
+      train.create_train_state(config, models, jax.random.key(0), tx))
+  p_step = jax.pmap(functools.partial(train.train_step, models=models, tx=tx, config=config),
+                    axis_name=train.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,))
+  batch = jax.device_put(random_batch(config, jax.local_device_count(), num_classes))
+  rng = jax.random.key(1)
+  start = time.perf_counter()
+  for _ in range(max(warmup, 1)):
+    state, metrics = p_step(state, batch, rng)
+  jax.block_until_ready(metrics)
+  warmup_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = p_step(state, batch, rng)
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - start
+  return {"warmup_s_incl_compile": round(warmup_s, 2), "step_ms": round(1e3 * seconds / steps, 1),
+          "steps_per_sec": round(steps / seconds, 3),
+          "clips_per_sec": round(steps * clips_per_step(config) / seconds, 2)}
+
+
+def time_input_pipeline(config, steps: int, warmup: int) -> dict:
+  from cmpl_jax.data import pipeline, splits  # pylint: disable=g-import-not-at-top  (TF)
+  media_ids, labels, classes = pipeline.train_split_labels(config)
+  labeled = splits.labeled_indices(config, media_ids, labels, classes)
+  batches = pipeline.make_train_iterator(
+      config, None, labeled, start_step=0, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_local_devices=jax.local_device_count())
+  for _ in range(max(warmup, 1)):
+    next(batches)
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(batches)
+  seconds = time.perf_counter() - start
+  host_clips = clips_per_step(config) // jax.process_count()
+  return {"steps_per_sec": round(steps / seconds, 3),
+          "clips_per_sec": round(steps * host_clips / seconds, 2)}
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  if FLAGS.what == "train_step":
+    figures = time_train_step(config, FLAGS.num_classes, FLAGS.steps, FLAGS.warmup)
+  else:
+    figures = time_input_pipeline(config, FLAGS.steps, FLAGS.warmup)
+  device = jax.local_devices()[0]
+  print(json.dumps({
+      "what": FLAGS.what, "method": config.method, "dtype": config.dtype,
+      "models": {n: f"{config.model[n].name} x{config.model[n].width_multiplier:g} "
+                    f"{config.model[n].num_frames}x{config.data.crop_size}x"
+                    f"{config.data.crop_size} stride {config.model[n].frame_stride}"
+                 for n in methods.model_names(config)},
+      "global_batch": {"labeled": config.batch_size, "mu": config.mu,
+                       "clips_per_step": clips_per_step(config)},
+      "devices": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+      "steps": FLAGS.steps, **figures}))
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,134 @@
+"""Orbax checkpoints of the model pair: save, find the latest, restore for training or eval.
+
+A checkpoint `workdir/checkpoints/<step>/` holds three items, so evaluation and prediction can
+restore the models without knowing the optimizer:
+  model: {'params': {name: ...}, 'batch_stats': {name: ...}}
+  train: {'step': int, 'opt_state': ...}
+  meta:  JSON describing the models and classes, checked on restore (see `describe`).
+Orbax writes each checkpoint under a temporary name and renames it when complete, so a save
+interrupted by a crash or preemption never becomes the latest checkpoint; old ones rotate out
+after `max_to_keep`. The data stream position is the step itself (streams are index-based, see
+cmpl_jax/data/pipeline.py), so nothing else is needed to resume exactly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cmpl_jax import methods, train
+
+
+def describe(config, classes: list[str]) -> dict[str, Any]:
+  """What a checkpoint must agree with: model architectures, class list, method."""
+  models = {}
+  for name in methods.model_names(config):
+    cfg = config.model[name]
+    models[name] = {"name": cfg.name, "width_multiplier": float(cfg.width_multiplier),
+                    "num_frames": int(cfg.num_frames), "frame_stride": int(cfg.frame_stride)}
+  return {"method": config.method, "models": models, "num_classes": len(classes),
+          "classes": list(classes), "crop_size": int(config.data.crop_size)}
+
+
+def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
+  """Raises ValueError naming every field where a checkpoint differs from the config."""
+  problems = []
+  for name in sorted(set(saved["models"]) | set(expected["models"])):
+    got, want = saved["models"].get(name), expected["models"].get(name)
+    if got is None or want is None:
+      problems.append(f"model {name!r}: checkpoint has {'no' if got is None else 'a'} {name} "
+                      f"model, config {'has' if want else 'has none'}")
+      continue
+    for key in ("name", "width_multiplier"):
+      if got[key] != want[key]:
+        problems.append(f"config.model.{name}.{key}: checkpoint {got[key]!r}, "
+                        f"config {want[key]!r}")
+  if saved["num_classes"] != expected["num_classes"]:
+    problems.append(f"number of classes: checkpoint {saved['num_classes']}, "
+                    f"data {expected['num_classes']}")
+  elif saved["classes"] != expected["classes"]:
+    problems.append("class names differ between the checkpoint and the data")
+  if problems:
+    raise ValueError(f"checkpoint {where} does not match the config:\n  " +
+                     "\n  ".join(problems))
+
+
+class Checkpoints:
+  """A thin wrapper over `ocp.CheckpointManager` for `train.TrainState`."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                           read_only=read_only)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("model", "train", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, state: train.TrainState, meta: Mapping[str, Any], force: bool = True) -> int:
+    """Saves an unreplicated state (host copies, so every process holds the same values)."""
+    state = jax.device_get(state)
+    step = int(state.step)
+    self._manager.save(step, args=ocp.args.Composite(
+        model=ocp.args.StandardSave({"params": state.params, "batch_stats": state.batch_stats}),
+        train=ocp.args.StandardSave({"step": np.asarray(step), "opt_state": state.opt_state}),
+        meta=ocp.args.JsonSave(dict(meta))), force=force)
+    return step
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def _resolve(self, step: int | None) -> int:
+    steps = self.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    if step is None or step < 0:
+      return max(steps)
+    if step not in steps:
+      raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; "
+                              f"available: {sorted(steps)}")
+    return step
+
+  def restore_meta(self, step: int | None = None) -> dict[str, Any]:
+    step = self._resolve(step)
+    return dict(self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"])
+
+  def restore_model(self, template: Mapping[str, Any], step: int | None = None,
+                    expected_meta: Mapping[str, Any] | None = None):
+    """{'params', 'batch_stats'} of `step` (latest if None), shaped like `template`."""
+    step = self._resolve(step)
+    if expected_meta is not None:
+      check_compatible(self.restore_meta(step), expected_meta, f"{self.directory}/{step}")
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(_abstract(template))))
+    return step, restored["model"]
+
+  def restore_state(self, state: train.TrainState, step: int | None = None,
+                    expected_meta: Mapping[str, Any] | None = None) -> train.TrainState:
+    """The full TrainState (params, statistics, optimizer, step) for resuming training."""
+    step, model = self.restore_model({"params": state.params, "batch_stats": state.batch_stats},
+                                     step, expected_meta)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        train=ocp.args.StandardRestore(_abstract(
+            {"step": np.asarray(0), "opt_state": state.opt_state}))))["train"]
+    return state.replace(step=np.asarray(restored["step"], np.int32), params=model["params"],
+                         batch_stats=model["batch_stats"], opt_state=restored["opt_state"])
+
+
+def _abstract(tree):
+  """Restore targets as host numpy arrays (callers place them on devices themselves)."""
+  return jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype)
+                      if not isinstance(x, jax.ShapeDtypeStruct) else np.zeros(x.shape, x.dtype),
+                      tree)

@@ -1,0 +1,227 @@
+"""The training loop and checkpoint evaluation: what `main.py --mode=train|eval` runs.
+
+This is the one module that ties the TF input pipeline (cmpl_jax/data) to the pure JAX step
+(train.py); everything it writes lands in the workdir:
+  checkpoints/ (Orbax), TensorBoard event files, config.json, data_info.json (classes and frame
+  rate, for predict.py), labeled_ids.txt, eval_results.json, confusion_<split>.json.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Iterator, Mapping
+
+import flax.jax_utils
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from cmpl_jax import checkpointing, evaluate, train
+from cmpl_jax import workdir as workdir_lib
+from cmpl_jax.data import pipeline, records, splits
+from cmpl_jax.models import resnet3d
+
+def _console(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def prefetch_to_devices(batches: Iterator[Mapping], size: int = 2) -> Iterator[Any]:
+  """Starts host->device copies `size` batches ahead (batches are [D, ...] numpy trees)."""
+  devices = jax.local_devices()
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("d",)),
+                                        jax.sharding.PartitionSpec("d"))
+  queue = []
+  for batch in batches:
+    queue.append(jax.tree.map(lambda x: jax.device_put(x, sharding), batch))
+    if len(queue) > size:
+      yield queue.pop(0)
+  yield from queue
+
+
+class _MetricAccumulator:
+  """Sums the steps' (total, count) metric pairs on device; divides once per log interval."""
+
+  def __init__(self):
+    self._sums = None
+    self.steps = 0
+
+  def add(self, metrics) -> None:
+    self._sums = metrics if self._sums is None else jax.tree.map(jax.numpy.add, self._sums,
+                                                                 metrics)
+    self.steps += 1
+
+  def result(self) -> dict[str, float]:
+    sums = jax.device_get(jax.tree.map(lambda x: x[0], self._sums))
+    self._sums, self.steps = None, 0
+    return {f"train/{name}": float(total) / max(float(count), 1e-12)
+            for name, (total, count) in sums.items()}
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _prepare_data(config, workdir: str):
+  """Class names, labeled subset (written to labeled_ids.txt) and data info for the workdir."""
+  media_ids, labels, classes = pipeline.train_split_labels(config)
+  labeled = splits.labeled_indices(config, media_ids, labels, classes)
+  if jax.process_index() == 0:
+    splits.write_labeled_ids(workdir, [media_ids[i] for i in labeled])
+    workdir_lib.save_run(workdir, config, _data_info(config, classes))
+  return classes, labeled
+
+
+def _data_info(config, classes: list[str]) -> dict[str, Any]:
+  """What predict.py needs to preprocess a new video like the training data."""
+  info = {"classes": list(classes), "source": config.data.source, "frame_rate": 0.0,
+          "short_side": 0}
+  if config.data.source == "tfrecord":
+    metadata = records.read_metadata(config.data.dir)
+    info.update(dataset=metadata.get("dataset"), frame_rate=float(metadata["frame_rate"]),
+                short_side=int(metadata["short_side"]))
+  return info
+
+
+def run_evaluation(config, models, params, batch_stats, classes: list[str], step: int,
+                   split: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Multi-view evaluation of replicated params on the eval split."""
+  split = split or config.data.eval_split
+  batches = pipeline.make_eval_iterator(
+      config, None, split, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_local_devices=jax.local_device_count())
+  probs, labels = evaluate.predict_split(
+      models, params, batch_stats, prefetch_to_devices(batches), batches.num_examples,
+      len(classes), train.compute_dtype(config))
+  return evaluate.summarize(probs, labels, classes, step=step, split=split,
+                            num_clips=config.eval.num_clips, num_crops=config.eval.num_crops)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config.method` to `config.num_train_steps`, resuming from the latest checkpoint.
+
+  Returns the final evaluation results (also written to workdir/eval_results.json).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  classes, labeled = _prepare_data(config, workdir)
+  models = train.create_models(config, len(classes))
+  for name, model in models.items():
+    _console(model_summary(config, name, model))
+  tx = train.create_optimizer(config)
+  schedule = train.learning_rate_schedule(config)
+  rng = jax.random.key(config.seed)
+  state = train.create_train_state(config, models, rng, tx)
+  meta = checkpointing.describe(config, classes)
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
+  if checkpoints.latest_step() is not None:
+    state = checkpoints.restore_state(state, expected_meta=meta)
+    _console(f"resumed from {checkpoints.directory}/{int(state.step)}")
+  start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    _console(f"checkpoint step {start_step} >= config.num_train_steps={config.num_train_steps}: "
+             "nothing to train; evaluating it")
+    checkpoints.close()
+    return evaluate_checkpoint(config, workdir)
+  _console(f"{config.method}: {len(labeled)} labeled videos, {len(classes)} classes, "
+           f"{jax.device_count()} devices, steps {start_step} -> {config.num_train_steps}")
+
+  p_train_step = jax.pmap(
+      functools.partial(train.train_step, models=models, tx=tx, config=config),
+      axis_name=train.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,))
+  replicated = flax.jax_utils.replicate(state)
+  batches = pipeline.make_train_iterator(
+      config, None, labeled, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count(), num_local_devices=jax.local_device_count())
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  accumulator = _MetricAccumulator()
+  step_rng = jax.random.fold_in(rng, 1)
+  results: dict[str, Any] = {}
+  interval_start, interval_step = time.time(), start_step
+  device_batches = prefetch_to_devices(batches)
+  try:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      replicated, metrics = p_train_step(replicated, next(device_batches), step_rng)
+      accumulator.add(metrics)
+      last = step == config.num_train_steps
+      if step % config.log_every_steps == 0 or last:
+        scalars = accumulator.result()
+        elapsed = time.time() - interval_start
+        steps_per_sec = (step - interval_step) / max(elapsed, 1e-9)
+        interval_start, interval_step = time.time(), step
+        scalars["train/learning_rate"] = float(schedule(step - 1))
+        scalars["train/steps_per_sec"] = steps_per_sec
+        scalars["train/clips_per_sec"] = steps_per_sec * config.batch_size * (
+            1 + (2 * config.mu if config.method != "supervised" else 0))
+        writer.write_scalars(step, scalars)
+        eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
+        _console(_progress_line(step, config.num_train_steps, scalars, steps_per_sec, eta))
+      if step % config.checkpoint_every_steps == 0 or last:
+        checkpoints.save(flax.jax_utils.unreplicate(replicated), meta)
+      if step % config.eval_every_steps == 0 or last:
+        results, confusion = run_evaluation(config, models, replicated.params,
+                                            replicated.batch_stats, classes, step)
+        writer.write_scalars(step, evaluate.scalar_summary(results))
+        if jax.process_index() == 0:
+          evaluate.write_results(workdir, results, confusion)
+        _console(_eval_line(results))
+  finally:
+    writer.flush()
+    checkpoints.close()
+  return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """--mode=eval: restores `config.eval.step` (latest if -1) and evaluates the eval split."""
+  checkpoints = checkpointing.Checkpoints(workdir, read_only=True)
+  classes = pipeline.class_names(config)
+  models = train.create_models(config, len(classes))
+  template = jax.eval_shape(functools.partial(train.init_model_variables, config, models),
+                            jax.random.key(0))
+  template = {"params": {n: v["params"] for n, v in template.items()},
+              "batch_stats": {n: v["batch_stats"] for n, v in template.items()}}
+  step, variables = checkpoints.restore_model(
+      template, step=config.eval.step, expected_meta=checkpointing.describe(config, classes))
+  replicated = flax.jax_utils.replicate(variables)
+  results, confusion = run_evaluation(config, models, replicated["params"],
+                                      replicated["batch_stats"], classes, step)
+  if jax.process_index() == 0:
+    evaluate.write_results(workdir, results, confusion)
+  _console(_eval_line(results))
+  return results
+
+
+def model_summary(config, name: str, model) -> str:
+  cfg = config.model[name]
+  return f"{name}: " + resnet3d.summary(model, cfg.num_frames, config.data.crop_size, cfg.name) + \
+      f", frame stride {cfg.frame_stride}"
+
+
+def _progress_line(step: int, total: int, scalars: Mapping[str, float], steps_per_sec: float,
+                   eta: float) -> str:
+  parts = [f"step {step}/{total}", f"loss {scalars['train/loss']:.3f}"]
+  for name in ("primary", "auxiliary"):
+    if f"train/{name}/sup_top1" in scalars:
+      part = f"{name[:3]} top1 {scalars[f'train/{name}/sup_top1']:.2f}"
+      if f"train/{name}/mask_rate" in scalars:
+        part += f" mask {scalars[f'train/{name}/mask_rate']:.2f}"
+        part += f" pl_acc {scalars[f'train/{name}/pseudo_label_acc']:.2f}"
+      parts.append(part)
+  parts += [f"lr {scalars['train/learning_rate']:.4f}", f"{steps_per_sec:.2f} steps/s",
+            f"ETA {_format_duration(eta)}"]
+  return " | ".join(parts)
+
+
+def _eval_line(results: Mapping[str, Any]) -> str:
+  parts = [f"eval step {results['step']} on {results['split']} "
+           f"({results['num_examples']} videos x {results['views']['clips']} clips x "
+           f"{results['views']['crops']} crops)"]
+  for name in ("primary", "auxiliary", "average"):
+    if name in results:
+      parts.append(f"{name} top1 {results[name]['top1']:.3f} top5 {results[name]['top5']:.3f}")
+  return " | ".join(parts)

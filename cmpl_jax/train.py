@@ -1,0 +1,171 @@
+"""The model pair, its TrainState and optimizer, and the per-device train/eval steps.
+
+Everything here is TensorFlow-free and pure: `train_step` and `eval_step` are per-device bodies
+that only talk to other devices through `lax` collectives over `axis_name`, so they run under
+`jax.pmap(..., axis_name='batch')` (what `loop.py` does) or equally under `jax.shard_map` over a
+1-D mesh with that axis name.
+
+A batch is the dict built by `cmpl_jax/data/pipeline.py` (uint8 clips; per device):
+  batch['labeled']   = {'primary': [b_l, T_F, S, S, 3], 'auxiliary': [b_l, T_A, S, S, 3], 'label': [b_l]}
+  batch['unlabeled'] = {'weak': {model: [b_u, T, S, S, 3]}, 'strong': {model: ...}, 'label': [b_u]}
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax import lax
+
+from cmpl_jax import methods, ssl
+from cmpl_jax.models import resnet3d
+
+AXIS_NAME = "batch"
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  if config.dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"config.dtype={config.dtype!r} is not one of ['bfloat16', 'float32']")
+  return jnp.dtype(config.dtype)
+
+
+def create_models(config: ml_collections.ConfigDict, num_classes: int
+                  ) -> dict[str, resnet3d.ResNet3D]:
+  axis_name = AXIS_NAME if config.model.sync_batch_norm else None
+  models = {}
+  for name in methods.model_names(config):
+    cfg = config.model[name]
+    models[name] = resnet3d.create_model(
+        cfg.name, num_classes, width_multiplier=cfg.width_multiplier,
+        dropout_rate=cfg.dropout_rate, dtype=compute_dtype(config), bn_axis_name=axis_name)
+  return models
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict[str, Any]        # {model name: params}
+  batch_stats: dict[str, Any]   # {model name: BatchNorm running statistics}
+  opt_state: optax.OptState     # one optimizer over both models' params
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up to the peak, then cosine decay to 0 at num_train_steps."""
+  warmup = min(config.optim.warmup_steps, max(config.num_train_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.optim.learning_rate, warmup_steps=warmup,
+      decay_steps=max(config.num_train_steps, warmup + 1), end_value=0.0)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """SGD (nesterov) with decoupled-from-BN weight decay and optional gradient clipping."""
+  # Decay only conv/dense kernels: decaying BatchNorm scales and biases hurts (PySlowFast's
+  # default of zero weight decay for BN parameters).
+  decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
+  clip = config.optim.grad_clip_norm
+  return optax.chain(
+      optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
+      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask),
+      optax.sgd(learning_rate_schedule(config), momentum=config.optim.momentum,
+                nesterov=config.optim.nesterov))
+
+
+def init_model_variables(config: ml_collections.ConfigDict, models: Mapping[str, Any],
+                         rng: jax.Array) -> dict[str, Any]:
+  variables = {}
+  for i, (name, model) in enumerate(models.items()):
+    variables[name] = resnet3d.init_variables(
+        model, jax.random.fold_in(rng, i), config.model[name].num_frames, config.data.crop_size)
+  return variables
+
+
+def create_train_state(config: ml_collections.ConfigDict, models: Mapping[str, Any],
+                       rng: jax.Array, tx: optax.GradientTransformation,
+                       initial_variables: Mapping[str, Any] | None = None) -> TrainState:
+  variables = initial_variables or jax.jit(
+      functools.partial(init_model_variables, config, models))(rng)
+  params = {name: v["params"] for name, v in variables.items()}
+  batch_stats = {name: v["batch_stats"] for name, v in variables.items()}
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params))
+
+
+def _model_inputs(batch: Mapping[str, Any], name: str, use_unlabeled: bool) -> list[jax.Array]:
+  parts = [batch["labeled"][name]]
+  if use_unlabeled:
+    parts += [batch["unlabeled"]["weak"][name], batch["unlabeled"]["strong"][name]]
+  return parts
+
+
+def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
+               models: Mapping[str, resnet3d.ResNet3D], tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, axis_name: str = AXIS_NAME
+               ) -> tuple[TrainState, dict[str, tuple[jax.Array, jax.Array]]]:
+  """One optimisation step of the configured method; per-device body (see module doc).
+
+  Each model sees its labeled, weak and strong clips in ONE forward pass, so BatchNorm
+  normalises them with shared statistics (as FixMatch does) and the device runs one big
+  convolution batch instead of three small ones. Teacher predictions (weak views) are under
+  stop-gradient inside `ssl`.
+  """
+  use_unlabeled = methods.uses_unlabeled(config.method)
+  dtype = compute_dtype(config)
+  # Different dropout masks per device and per step.
+  rng = jax.random.fold_in(jax.random.fold_in(rng, lax.axis_index(axis_name)), state.step)
+
+  def loss_fn(params):
+    logits, new_batch_stats = {}, {}
+    for i, (name, model) in enumerate(models.items()):
+      parts = _model_inputs(batch, name, use_unlabeled)
+      clips = resnet3d.normalize(jnp.concatenate(parts, axis=0), dtype)
+      out_NxK, mutated = model.apply(
+          {"params": params[name], "batch_stats": state.batch_stats[name]}, clips, train=True,
+          mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(rng, i)})
+      sizes = [p.shape[0] for p in parts]
+      splits = jnp.split(out_NxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
+      logits[name] = ssl.Logits(*splits)
+      new_batch_stats[name] = mutated["batch_stats"]
+    kwargs = {}
+    if use_unlabeled:
+      kwargs = dict(unlabeled_labels_B=batch["unlabeled"]["label"], tau=config.tau,
+                    lambda_u=config.lambda_u)
+    loss, metrics = ssl.OBJECTIVES[config.method](logits, batch["labeled"]["label"], **kwargs)
+    return loss, (metrics, new_batch_stats)
+
+  (_, (metrics, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  # Per-device losses are means over equal per-device batches, so the mean of the per-device
+  # gradients is the gradient of the global batch.
+  grads = lax.pmean(grads, axis_name)
+  if not config.model.sync_batch_norm:  # keep replicas identical
+    new_batch_stats = lax.pmean(new_batch_stats, axis_name)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = lax.psum(metrics, axis_name)
+  metrics["grad_norm"] = (optax.tree.norm(grads), jnp.ones((), jnp.float32))
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_batch_stats,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+              batch: Mapping[str, Any], *, models: Mapping[str, resnet3d.ResNet3D],
+              dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+  """Video-level class probabilities per model: softmax averaged over the V views.
+
+  batch[name] is uint8 `[b, V, T, S, S, 3]` (V = clips x crops per video); returns
+  {name: probs_BxK}. Per-device and collective-free: results are gathered on the host.
+  """
+  probs = {}
+  for name, model in models.items():
+    clips = batch[name]
+    b, v = clips.shape[:2]
+    logits = model.apply({"params": params[name], "batch_stats": batch_stats[name]},
+                         resnet3d.normalize(clips.reshape(b * v, *clips.shape[2:]), dtype),
+                         train=False)
+    probs[name] = jnp.mean(jax.nn.softmax(logits).reshape(b, v, -1), axis=1)
+  return probs

@@ -1,0 +1,43 @@
+"""What a training workdir holds besides checkpoints/ and TensorBoard events, in one place.
+
+  config.json      the full training config (predict.py and --mode=eval rebuild models from it)
+  data_info.json   class names, stored frame rate and short side (predict.py decodes new videos
+                   like the training data)
+  labeled_ids.txt  the labeled subset actually used (written by cmpl_jax/data/splits.py)
+  eval_results.json, confusion_<split>.json   written by evaluate.py
+All JSON files are written atomically: a crash never leaves a truncated one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+CONFIG_FILENAME = "config.json"
+DATA_INFO_FILENAME = "data_info.json"
+
+
+def write_json(path: str, content: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(content, f, indent=1)
+  os.replace(tmp, path)
+
+
+def save_run(workdir: str, config: ml_collections.ConfigDict, data_info: dict[str, Any]) -> None:
+  write_json(os.path.join(workdir, CONFIG_FILENAME), json.loads(config.to_json_best_effort()))
+  write_json(os.path.join(workdir, DATA_INFO_FILENAME), data_info)
+
+
+def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """(training config, data info) saved at training start."""
+  paths = [os.path.join(workdir, name) for name in (CONFIG_FILENAME, DATA_INFO_FILENAME)]
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir")
+  with open(paths[0]) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(paths[1]) as f:
+    return config, json.load(f)

@@ -1,0 +1,1 @@
+"""Training configurations (ml_collections). Each file's docstring holds the command that runs it."""

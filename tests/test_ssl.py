@@ -1,0 +1,134 @@
+"""The objectives against an independent float64 numpy computation on random logits."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmpl_jax import methods, ssl
+
+K, B_L, B_U = 6, 4, 12
+
+
+def _np_softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _np_ce(logits, labels):
+  return -np.log(_np_softmax(logits)[np.arange(len(labels)), labels])
+
+
+def _np_unsup(student_strong, teacher_weak, tau):
+  p = _np_softmax(teacher_weak)
+  mask = (p.max(-1) >= tau).astype(np.float64)
+  pl = p.argmax(-1)
+  return (mask * _np_ce(student_strong, pl)).sum() / len(pl), mask, pl
+
+
+def _random_case(seed, scale=3.0):
+  rng = np.random.default_rng(seed)
+  logits = {m: {v: rng.normal(size=(B_L if v == "labeled" else B_U, K)) * scale
+                for v in ("labeled", "weak", "strong")} for m in ("primary", "auxiliary")}
+  labels = rng.integers(0, K, B_L)
+  unlabeled_labels = rng.integers(0, K, B_U)
+  return logits, labels, unlabeled_labels
+
+
+def _jax_logits(logits, models):
+  return {m: ssl.Logits(*(jnp.asarray(logits[m][v], jnp.float32)
+                          for v in ("labeled", "weak", "strong"))) for m in models}
+
+
+def _value(metric):
+  total, count = metric
+  return float(total) / float(count)
+
+
+# tau=0.0: every clip is confident (all masked in); 1.0 + eps: none is; 0.6: a mix.
+@pytest.mark.parametrize("tau", [0.0, 0.6, 1.0 + 1e-6])
+def test_cmpl_matches_numpy(tau):
+  logits, labels, ulabels = _random_case(0)
+  total, metrics = ssl.cmpl(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels),
+                            jnp.asarray(ulabels), tau=tau, lambda_u=0.7)
+  f, a = logits["primary"], logits["auxiliary"]
+  ls_f = _np_ce(f["labeled"], labels).mean()
+  ls_a = _np_ce(a["labeled"], labels).mean()
+  lu_f, mask_from_a, pl_from_a = _np_unsup(f["strong"], a["weak"], tau)   # F learns from A
+  lu_a, mask_from_f, pl_from_f = _np_unsup(a["strong"], f["weak"], tau)   # A learns from F
+  expected = (ls_f + ls_a) + 0.7 * (lu_f + lu_a)
+  np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+  np.testing.assert_allclose(_value(metrics["loss"]), expected, rtol=1e-5)
+  np.testing.assert_allclose(_value(metrics["primary/sup_loss"]), ls_f, rtol=1e-5)
+  np.testing.assert_allclose(_value(metrics["auxiliary/sup_loss"]), ls_a, rtol=1e-5)
+  np.testing.assert_allclose(_value(metrics["primary/unsup_loss"]), lu_f, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(_value(metrics["auxiliary/unsup_loss"]), lu_a, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(_value(metrics["primary/mask_rate"]), mask_from_f.mean())
+  np.testing.assert_allclose(_value(metrics["auxiliary/mask_rate"]), mask_from_a.mean())
+  correct_f = ((pl_from_f == ulabels) * mask_from_f).sum()
+  assert tuple(map(float, metrics["primary/pseudo_label_acc"])) == (correct_f, mask_from_f.sum())
+  np.testing.assert_allclose(_value(metrics["agreement"]), (pl_from_f == pl_from_a).mean())
+  np.testing.assert_allclose(_value(metrics["primary/sup_top1"]),
+                             (f["labeled"].argmax(-1) == labels).mean())
+  if tau == 0.0:
+    assert mask_from_f.all() and lu_f > 0
+  if tau > 1.0:
+    assert not mask_from_f.any() and float(metrics["primary/unsup_loss"][0]) == 0.0
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.6, 1.0 + 1e-6])
+def test_fixmatch_matches_numpy(tau):
+  logits, labels, ulabels = _random_case(1)
+  total, metrics = ssl.fixmatch(_jax_logits(logits, ("primary",)), jnp.asarray(labels),
+                                jnp.asarray(ulabels), tau=tau, lambda_u=1.3)
+  f = logits["primary"]
+  lu, mask, _ = _np_unsup(f["strong"], f["weak"], tau)
+  expected = _np_ce(f["labeled"], labels).mean() + 1.3 * lu
+  np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+  np.testing.assert_allclose(_value(metrics["primary/mask_rate"]), mask.mean())
+  assert "auxiliary/sup_loss" not in metrics
+
+
+def test_supervised_matches_numpy_for_one_and_two_models():
+  logits, labels, _ = _random_case(2)
+  one, _ = ssl.supervised(_jax_logits(logits, ("primary",)), jnp.asarray(labels))
+  two, metrics = ssl.supervised(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels))
+  ls_f = _np_ce(logits["primary"]["labeled"], labels).mean()
+  ls_a = _np_ce(logits["auxiliary"]["labeled"], labels).mean()
+  np.testing.assert_allclose(float(one), ls_f, rtol=1e-5)
+  np.testing.assert_allclose(float(two), ls_f + ls_a, rtol=1e-5)
+  assert "primary/mask_rate" not in metrics
+
+
+def test_teacher_side_is_stop_gradient():
+  logits, labels, ulabels = _random_case(3)
+  jl = _jax_logits(logits, ("primary", "auxiliary"))
+
+  def loss_wrt_weak(weak_f):
+    jl2 = dict(jl, primary=jl["primary"]._replace(weak_BxK=weak_f))
+    return ssl.cmpl(jl2, jnp.asarray(labels), jnp.asarray(ulabels), tau=0.0, lambda_u=1.0)[0]
+
+  def loss_wrt_strong(strong_f):
+    jl2 = dict(jl, primary=jl["primary"]._replace(strong_BxK=strong_f))
+    return ssl.cmpl(jl2, jnp.asarray(labels), jnp.asarray(ulabels), tau=0.0, lambda_u=1.0)[0]
+
+  assert float(jnp.abs(jax.grad(loss_wrt_weak)(jl["primary"].weak_BxK)).max()) == 0.0
+  assert float(jnp.abs(jax.grad(loss_wrt_strong)(jl["primary"].strong_BxK)).max()) > 0.0
+
+
+def test_models_trained_per_method():
+  from configs import default
+  config = default.get_config()
+  expected = {"cmpl": ("primary", "auxiliary"), "fixmatch": ("primary",),
+              "supervised": ("primary", "auxiliary")}
+  for method, names in expected.items():
+    config.method = method
+    assert methods.model_names(config) == names
+  config.model.auxiliary.name = ""
+  config.method = "supervised"
+  assert methods.model_names(config) == ("primary",)
+  config.method = "cmpl"
+  with pytest.raises(ValueError, match="auxiliary"):
+    methods.model_names(config)
+  config.method = "mixmatch"
+  with pytest.raises(ValueError, match="fixmatch"):
+    methods.model_names(config)

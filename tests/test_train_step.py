@@ -1,0 +1,84 @@
+"""The pmapped train step: 8 devices equal 1 device on the same global batch; all methods run."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from cmpl_jax import benchmark, methods, train
+from configs import default
+
+
+def tiny_config(method="cmpl"):
+  config = default.get_config()
+  config.method = method
+  for name, frames in (("primary", 4), ("auxiliary", 8)):
+    config.model[name].name = "r3d_10"
+    config.model[name].width_multiplier = 1 / 16
+    config.model[name].num_frames = frames
+    config.model[name].dropout_rate = 0.0   # dropout masks differ per device by design
+  config.data.crop_size = 16
+  config.batch_size = 8
+  config.mu = 2
+  config.tau = 0.8
+  config.optim.learning_rate = 0.5
+  config.optim.warmup_steps = 0
+  config.num_train_steps = 10
+  return config
+
+
+def random_batch(config, num_devices, seed=0):
+  """A global batch reshaped to [num_devices, per_device, ...], as the pipeline delivers."""
+  return benchmark.random_batch(config, num_devices, num_classes=5, seed=seed)
+
+
+def run_one_step(config, num_devices, batch):
+  models = train.create_models(config, num_classes=5)
+  tx = train.create_optimizer(config)
+  state = train.create_train_state(config, models, jax.random.key(0), tx)
+  # A confident head (the default init is near-uniform) so that some pseudo-labels pass tau.
+  state = state.replace(params=jax.tree_util.tree_map_with_path(
+      lambda path, p: p * 100 if "head" in jax.tree_util.keystr(path) else p, state.params))
+  devices = jax.local_devices()[:num_devices]
+  step = jax.pmap(functools.partial(train.train_step, models=models, tx=tx, config=config),
+                  axis_name=train.AXIS_NAME, devices=devices, in_axes=(0, 0, None))
+  replicated = jax.tree.map(lambda x: np.stack([x] * num_devices), state)
+  new_state, metrics = step(replicated, batch, jax.random.key(1))
+  return jax.tree.map(lambda x: np.asarray(x[0]), new_state), jax.tree.map(
+      lambda x: np.asarray(x[0]), metrics), state
+
+
+@pytest.mark.slow
+def test_eight_devices_equal_one_device_on_the_same_global_batch():
+  config = tiny_config("cmpl")
+  global_batch = random_batch(config, 1)
+  state8, metrics8, initial = run_one_step(
+      config, 8, jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[2:]), global_batch))
+  state1, metrics1, _ = run_one_step(config, 1, global_batch)
+
+  for key in ("loss", "primary/sup_loss", "auxiliary/unsup_loss", "primary/mask_rate",
+              "agreement"):
+    v8 = metrics8[key][0] / metrics8[key][1]
+    v1 = metrics1[key][0] / metrics1[key][1]
+    np.testing.assert_allclose(v8, v1, rtol=2e-4, atol=1e-6, err_msg=key)
+  assert 0 < metrics1["primary/mask_rate"][0] / metrics1["primary/mask_rate"][1] < 1
+  moved = 0.0
+  for (path, p8), p1, p0 in zip(jax.tree_util.tree_leaves_with_path(state8.params),
+                                jax.tree.leaves(state1.params), jax.tree.leaves(initial.params)):
+    np.testing.assert_allclose(p8, p1, rtol=1e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+    moved = max(moved, float(np.max(np.abs(p1 - np.asarray(p0)))))
+  assert moved > 1e-3   # the step really changed the parameters
+  for s8, s1 in zip(jax.tree.leaves(state8.batch_stats), jax.tree.leaves(state1.batch_stats)):
+    np.testing.assert_allclose(s8, s1, rtol=1e-4, atol=1e-5)
+  assert int(state8.step) == int(state1.step) == 1
+
+
+@pytest.mark.parametrize("method,expected_models", [
+    ("supervised", ("primary", "auxiliary")), ("fixmatch", ("primary",))])
+def test_baselines_run_from_the_same_step(method, expected_models):
+  config = tiny_config(method)
+  assert methods.model_names(config) == expected_models
+  state, metrics, _ = run_one_step(config, 2, random_batch(config, 2))
+  assert set(state.params) == set(expected_models)
+  assert np.isfinite(metrics["loss"][0])
+  assert ("primary/unsup_loss" in metrics) == (method == "fixmatch")
