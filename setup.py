@@ -30,5 +30,6 @@ setup(
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        "torch": ["torch>=2.0"],
     },
 )

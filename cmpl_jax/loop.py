@@ -19,9 +19,9 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from cmpl_jax import checkpointing, evaluate, train
+from cmpl_jax import checkpointing, evaluate, pretrained, train
 from cmpl_jax import workdir as workdir_lib
-from cmpl_jax.data import pipeline, records, splits
+from cmpl_jax.data import demo_data, pipeline, records, splits
 from cmpl_jax.models import resnet3d
 
 def _console(message: str) -> None:
@@ -69,6 +69,7 @@ def _format_duration(seconds: float) -> str:
 
 def _prepare_data(config, workdir: str):
   """Class names, labeled subset (written to labeled_ids.txt) and data info for the workdir."""
+  demo_data.ensure(config)
   media_ids, labels, classes = pipeline.train_split_labels(config)
   labeled = splits.labeled_indices(config, media_ids, labels, classes)
   if jax.process_index() == 0:
@@ -86,6 +87,18 @@ def _data_info(config, classes: list[str]) -> dict[str, Any]:
     info.update(dataset=metadata.get("dataset"), frame_rate=float(metadata["frame_rate"]),
                 short_side=int(metadata["short_side"]))
   return info
+
+
+def _initial_variables(config, models, rng, num_classes: int):
+  """Random init, with `config.model.<name>.init_from` (converted PyTorch weights) applied."""
+  variables = jax.jit(functools.partial(train.init_model_variables, config, models))(rng)
+  for name in models:
+    init_from = config.model[name].get("init_from")
+    if init_from:
+      variables[name] = pretrained.load_into(init_from, variables[name], num_classes,
+                                             model_name=config.model[name].name)
+      _console(f"{name}: initialised from {init_from}")
+  return variables
 
 
 def run_evaluation(config, models, params, batch_stats, classes: list[str], step: int,
@@ -115,10 +128,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = train.create_optimizer(config)
   schedule = train.learning_rate_schedule(config)
   rng = jax.random.key(config.seed)
-  state = train.create_train_state(config, models, rng, tx)
   meta = checkpointing.describe(config, classes)
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  if checkpoints.latest_step() is not None:
+  resuming = checkpoints.latest_step() is not None
+  # Pretrained weights only on a fresh start: when a checkpoint exists, resuming it wins.
+  state = train.create_train_state(config, models, rng, tx, initial_variables=None if resuming
+                                   else _initial_variables(config, models, rng, len(classes)))
+  if resuming:
     state = checkpoints.restore_state(state, expected_meta=meta)
     _console(f"resumed from {checkpoints.directory}/{int(state.step)}")
   start_step = int(state.step)
@@ -179,6 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """--mode=eval: restores `config.eval.step` (latest if -1) and evaluates the eval split."""
   checkpoints = checkpointing.Checkpoints(workdir, read_only=True)
+  demo_data.ensure(config)
   classes = pipeline.class_names(config)
   models = train.create_models(config, len(classes))
   template = jax.eval_shape(functools.partial(train.init_model_variables, config, models),

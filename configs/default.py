@@ -54,7 +54,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Generate + convert the embedded synthetic dataset into data.dir when it is missing
   # (configs/demo.py); empty = never generate.
   config.data.synthetic = ml_collections.ConfigDict(dict(
-      enabled=False, classes=0, videos_per_class=0, seed=0, short_side=0))
+      enabled=False,        # build the dataset on first use (cmpl_jax/data/demo_data.py)
+      classes=12, videos_per_class=56, seed=0,   # see `python -m cmpl_jax.data.synthetic`
+      num_frames=64, height=64, width=80,        # stored videos
+      short_side=0,                              # converter --short_side (0 = keep)
+      num_workers=2))
   config.data.shuffle_buffer = 256      # tfds source only: shuffle buffer of the unlabeled stream
                                         # (encoded videos held in memory; the tfrecord source
                                         # shuffles by index and needs none)

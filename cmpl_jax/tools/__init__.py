@@ -1,0 +1,1 @@
+"""Command-line utilities that sit beside training (e.g. importing PyTorch checkpoints)."""
