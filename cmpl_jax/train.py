@@ -41,7 +41,8 @@ def create_models(config: ml_collections.ConfigDict, num_classes: int
     cfg = config.model[name]
     models[name] = resnet3d.create_model(
         cfg.name, num_classes, width_multiplier=cfg.width_multiplier,
-        dropout_rate=cfg.dropout_rate, dtype=compute_dtype(config), bn_axis_name=axis_name)
+        dropout_rate=cfg.dropout_rate, dtype=compute_dtype(config), bn_axis_name=axis_name,
+        conv_impl=config.model.get("conv_impl", "auto"))
   return models
 
 

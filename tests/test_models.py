@@ -139,3 +139,33 @@ def test_summary_reports_params_and_flops():
 def test_unknown_model_name_lists_allowed():
   with pytest.raises(ValueError, match="slowonly_r50"):
     resnet3d.create_model("resnet9000", 10)
+
+
+@pytest.mark.parametrize("name", ["r3d_10", "slowonly_r50"])
+def test_sum_of_2d_convolutions_equal_native_3d(name):
+  """The CPU route computes the same function, with the same parameters, as lax's 3D conv."""
+  clip = jax.random.normal(jax.random.key(1), (2, 6, 32, 32, 3))
+  native, fast = (resnet3d.create_model(name, 4, width_multiplier=0.125, conv_impl=impl)
+                  for impl in ("native", "sum_of_2d"))
+  variables = resnet3d.init_variables(native, jax.random.key(0), 6, 32)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      resnet3d.init_variables(fast, jax.random.key(0), 6, 32))
+
+  def loss(model, params, x):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                            train=True, mutable=["batch_stats"],
+                            rngs={"dropout": jax.random.key(0)})
+    return jnp.sum(logits ** 2)
+
+  grads = [jax.jit(jax.grad(functools.partial(loss, m), argnums=(0, 1)))(
+      variables["params"], clip) for m in (native, fast)]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+  np.testing.assert_allclose(jax.jit(native.apply)(variables, clip),
+                             jax.jit(fast.apply)(variables, clip), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_impl_auto_picks_by_backend():
+  assert resnet3d.create_model("r3d_10", 3).conv_impl == "sum_of_2d"   # tests run on CPU
+  with pytest.raises(ValueError, match="sum_of_2d"):
+    resnet3d.create_model("r3d_10", 3, conv_impl="winograd")

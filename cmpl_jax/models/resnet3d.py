@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 # Kinetics RGB statistics used by pytorchvideo/SlowFast; frames arrive as uint8 in [0, 255].
 MEAN_RGB = (0.45, 0.45, 0.45)
@@ -62,6 +63,57 @@ def _same_padding(kernel: Sequence[int]) -> list[tuple[int, int]]:
   return [(k // 2, k // 2) for k in kernel]
 
 
+CONV_IMPLS = ("native", "sum_of_2d")
+
+
+def default_conv_impl() -> str:
+  """'sum_of_2d' on CPU, where XLA runs 2D convolutions ~3.6x faster than 3D ones (measured:
+  [56, 8, 24, 24, 16] x 3x3x3x16x16, forward 372 vs 106 ms, gradients 1117 vs 303 ms, 2 cores);
+  'native' on GPU/TPU, whose 3D convolutions are fast."""
+  return "sum_of_2d" if jax.default_backend() == "cpu" else "native"
+
+
+def conv3d_as_sum_of_2d(x_NxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                        padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """The 3D convolution written as kt 2D convolutions over frames, summed.
+
+  out[:, t] = sum_dt conv2d(x_padded[:, t * st + dt], kernel[dt]): the same function (and the
+  same parameters) as `lax.conv_general_dilated` in 3D, only laid out for XLA's 2D path.
+  """
+  kt = kernel.shape[0]
+  (st, sh, sw), (pt, _) = strides, padding[0]
+  x = jnp.pad(x_NxTxHxWxC, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0))) if pt else x_NxTxHxWxC
+  n, t_padded = x.shape[:2]
+  t_out = (t_padded - kt) // st + 1
+  out = None
+  for dt in range(kt):
+    frames = x[:, dt:dt + st * (t_out - 1) + 1:st]
+    y = lax.conv_general_dilated(frames.reshape(n * t_out, *frames.shape[2:]), kernel[dt],
+                                 (sh, sw), padding[1:], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out = y if out is None else out + y
+  return out.reshape(n, t_out, *out.shape[1:])
+
+
+class Conv3D(nn.Module):
+  """Bias-free 3D convolution, PyTorch-style symmetric padding; `impl` picks XLA's route."""
+  features: int
+  kernel_size: tuple[int, int, int]
+  strides: tuple[int, int, int] = (1, 1, 1)
+  impl: str = "native"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _conv_init, (*self.kernel_size, x.shape[-1], self.features),
+                        jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    padding = _same_padding(self.kernel_size)
+    if self.impl == "sum_of_2d":
+      return conv3d_as_sum_of_2d(x, kernel, self.strides, padding)
+    return lax.conv_general_dilated(x, kernel, self.strides, padding,
+                                    dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
+
+
 class _ConvBN(nn.Module):
   """Conv3D (no bias) -> BatchNorm (-> ReLU)."""
   features: int
@@ -71,11 +123,12 @@ class _ConvBN(nn.Module):
   zero_init_scale: bool = False  # last BN of a residual branch starts at 0: block = identity
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  conv_impl: str = "native"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.features, self.kernel, self.strides, padding=_same_padding(self.kernel),
-                use_bias=False, kernel_init=_conv_init, dtype=self.dtype, name="conv")(x)
+    x = Conv3D(self.features, self.kernel, self.strides, self.conv_impl, self.dtype,
+               name="conv")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, axis_name=self.bn_axis_name if train else None,
                      scale_init=(nn.initializers.zeros if self.zero_init_scale
@@ -117,6 +170,7 @@ class ResNet3D(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32           # compute dtype; parameters stay float32
   bn_axis_name: str | None = None    # e.g. 'batch': BatchNorm statistics averaged over devices
+  conv_impl: str = "native"          # 'native' | 'sum_of_2d' (same maths; see Conv3D)
 
   def _width(self, channels: int) -> int:
     return max(1, int(round(channels * self.width_multiplier)))
@@ -124,7 +178,8 @@ class ResNet3D(nn.Module):
   @nn.compact
   def __call__(self, x_NxTxHxWx3: jax.Array, train: bool = False) -> jax.Array:
     arch = self.architecture
-    conv_bn = functools.partial(_ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    conv_bn = functools.partial(_ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                                conv_impl=self.conv_impl)
     x = x_NxTxHxWx3.astype(self.dtype)
     x = conv_bn(self._width(arch.base_width), arch.stem_kernel, (1, 2, 2), name="stem")(x, train)
     if arch.stem_pool:
@@ -146,13 +201,18 @@ class ResNet3D(nn.Module):
 
 def create_model(name: str, num_classes: int, *, width_multiplier: float = 1.0,
                  dropout_rate: float = 0.5, dtype: Any = jnp.float32,
-                 bn_axis_name: str | None = None) -> ResNet3D:
+                 bn_axis_name: str | None = None, conv_impl: str = "auto") -> ResNet3D:
+  """A preset; `conv_impl='auto'` picks `default_conv_impl()` for the current backend."""
   if name not in ARCHITECTURES:
     raise ValueError(f"unknown model name {name!r}; allowed: {sorted(ARCHITECTURES)}")
   if not width_multiplier > 0:
     raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+  conv_impl = default_conv_impl() if conv_impl == "auto" else conv_impl
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl={conv_impl!r}; allowed: ['auto', {', '.join(map(repr, CONV_IMPLS))}]")
   return ResNet3D(ARCHITECTURES[name], num_classes, width_multiplier=width_multiplier,
-                  dropout_rate=dropout_rate, dtype=dtype, bn_axis_name=bn_axis_name)
+                  dropout_rate=dropout_rate, dtype=dtype, bn_axis_name=bn_axis_name,
+                  conv_impl=conv_impl)
 
 
 def normalize(frames_uint8: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
