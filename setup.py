@@ -27,7 +27,10 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
+        # Notebook tools: the test suite executes colab/*.ipynb in smoke mode.
+        "notebooks": ["matplotlib>=3.8", "ipykernel>=6.29"],
+        "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29", "matplotlib>=3.8"],
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
         "torch": ["torch>=2.0"],

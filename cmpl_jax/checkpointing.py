@@ -21,6 +21,8 @@ import orbax.checkpoint as ocp
 
 from cmpl_jax import methods, train
 
+DIRNAME = "checkpoints"   # workdir/checkpoints/<step>/ (design brief, section 4)
+
 
 def describe(config, classes: list[str]) -> dict[str, Any]:
   """What a checkpoint must agree with: model architectures, class list, method."""
@@ -60,7 +62,7 @@ class Checkpoints:
   """A thin wrapper over `ocp.CheckpointManager` for `train.TrainState`."""
 
   def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = os.path.join(os.path.abspath(workdir), DIRNAME)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            read_only=read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -114,6 +116,13 @@ class Checkpoints:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         model=ocp.args.StandardRestore(_abstract(template))))
     return step, restored["model"]
+
+  def restore_arrays(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
+    """(step, {'params', 'batch_stats'}) as saved, without a config: for inspection and tests."""
+    step = self._resolve(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore()))
+    return step, jax.tree.map(np.asarray, dict(restored["model"]))
 
   def restore_state(self, state: train.TrainState, step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None) -> train.TrainState:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -34,14 +34,17 @@ def _pmapped_eval_step(models: tuple[tuple[str, Any], ...], dtype: Any):
 
 
 def predict_split(models: Mapping[str, Any], params, batch_stats, batches: Iterable[Mapping],
-                  num_examples: int, num_classes: int, dtype: Any
+                  num_examples: int, num_classes: int, dtype: Any,
+                  num_skipped: Callable[[], int] = lambda: 0
                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Video-level probabilities {model: [num_examples, K]} and labels [num_examples], in
   metadata order.
 
   `params`/`batch_stats` are replicated over local devices; batches are the pipeline's eval
   batches ([D, b, V, T, S, S, 3] per model, with 'index' and 'mask'). Every video must be seen
-  exactly once across all hosts; a gap or a repeat raises (it would bias the accuracy).
+  exactly once across all hosts; a gap or a repeat raises (it would bias the accuracy), except
+  the `num_skipped()` videos the pipeline skipped as bad records (config.data.skip_bad_records),
+  which are left out of the returned arrays.
   """
   p_eval = _pmapped_eval_step(tuple(models.items()), dtype)
   probs = {name: np.zeros((num_examples, num_classes), np.float32) for name in models}
@@ -65,9 +68,19 @@ def predict_split(models: Mapping[str, Any], params, batch_stats, batches: Itera
     if done and (done % 200 < mask.sum() or done == num_examples):
       logging.info("eval: %d/%d videos (%.1f videos/s)", done, num_examples,
                    done / max(time.time() - start, 1e-9))
-  if not np.all(seen == 1):
+  num_skipped = num_skipped()
+  if jax.process_count() > 1:
+    num_skipped = int(np.sum(multihost_utils.process_allgather(np.asarray(num_skipped))))
+  missing = int(np.sum(seen == 0))
+  if np.any(seen > 1) or missing != num_skipped:
     raise RuntimeError(f"evaluation covered {np.sum(seen > 0)} of {num_examples} videos "
-                       f"({np.sum(seen > 1)} more than once): the eval stream is inconsistent")
+                       f"({np.sum(seen > 1)} more than once, {num_skipped} skipped as bad "
+                       f"records): the eval stream is inconsistent")
+  if missing:   # skip_bad_records: score the videos that could be read
+    logging.warning("evaluating %d of %d videos: %d bad records skipped", num_examples - missing,
+                    num_examples, missing)
+    keep = seen == 1
+    probs, labels = {name: p[keep] for name, p in probs.items()}, labels[keep]
   return probs, labels
 
 

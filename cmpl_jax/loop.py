@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 import time
 from typing import Any, Iterator, Mapping
 
@@ -18,8 +20,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
+from jax.experimental import multihost_utils
 
-from cmpl_jax import checkpointing, evaluate, pretrained, train
+from cmpl_jax import checkpointing, config_checks, evaluate, pretrained, train
 from cmpl_jax import workdir as workdir_lib
 from cmpl_jax.data import demo_data, pipeline, records, splits
 from cmpl_jax.models import resnet3d
@@ -43,22 +46,72 @@ def prefetch_to_devices(batches: Iterator[Mapping], size: int = 2) -> Iterator[A
 
 
 class _MetricAccumulator:
-  """Sums the steps' (total, count) metric pairs on device; divides once per log interval."""
+  """Sums the steps' (total, count) metric pairs on device; divides once per log interval.
+
+  It also keeps each step's metrics until `check_finite`, so a NaN/Inf is reported at the step
+  where it appeared without a device sync per step (the check runs at log and checkpoint steps).
+  """
 
   def __init__(self):
     self._sums = None
-    self.steps = 0
+    self._unchecked: list[tuple[int, Any]] = []
 
-  def add(self, metrics) -> None:
+  def add(self, step: int, metrics) -> None:
     self._sums = metrics if self._sums is None else jax.tree.map(jax.numpy.add, self._sums,
                                                                  metrics)
-    self.steps += 1
+    self._unchecked.append((step, metrics))
+
+  def check_finite(self, last_checkpoint: int | None) -> None:
+    """Raises FloatingPointError naming the first step and loss term that is NaN or Inf."""
+    unchecked, self._unchecked = self._unchecked, []
+    for step, metrics in unchecked:
+      values = jax.device_get({name: total[0] for name, (total, _) in metrics.items()})
+      bad = sorted(name for name, value in values.items() if not np.isfinite(value))
+      if bad:
+        terms = ", ".join(f"{name} = {values[name]}" for name in bad)
+        where = (f"the last checkpoint (step {last_checkpoint}) is intact and restorable"
+                 if last_checkpoint is not None else "no checkpoint was written")
+        raise FloatingPointError(
+            f"non-finite training loss at step {step}: {terms}; stopped before saving it, "
+            f"{where}. Lower config.optim.learning_rate or set config.optim.grad_clip_norm.")
 
   def result(self) -> dict[str, float]:
     sums = jax.device_get(jax.tree.map(lambda x: x[0], self._sums))
-    self._sums, self.steps = None, 0
+    self._sums = None
     return {f"train/{name}": float(total) / max(float(count), 1e-12)
             for name, (total, count) in sums.items()}
+
+
+class _StopSignal:
+  """Turns SIGTERM (what TPU VMs and schedulers send before preemption) into a request to save a
+  checkpoint at the current step and return normally, instead of dying mid-step."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # signal() works only there
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    self.received = signum
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def agreed(self, step: int, every: int) -> bool:
+    """Whether to stop now. One process decides alone; several agree every `every` steps (the
+    save that follows is collective, so all must stop at the same step)."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    if step % every:
+      return False
+    flags = multihost_utils.process_allgather(np.asarray(self.received is not None))
+    return bool(np.any(flags))
 
 
 def _format_duration(seconds: float) -> str:
@@ -110,7 +163,7 @@ def run_evaluation(config, models, params, batch_stats, classes: list[str], step
       process_count=jax.process_count(), num_local_devices=jax.local_device_count())
   probs, labels = evaluate.predict_split(
       models, params, batch_stats, prefetch_to_devices(batches), batches.num_examples,
-      len(classes), train.compute_dtype(config))
+      len(classes), train.compute_dtype(config), lambda: batches.num_skipped_records)
   return evaluate.summarize(probs, labels, classes, step=step, split=split,
                             num_clips=config.eval.num_clips, num_crops=config.eval.num_crops)
 
@@ -120,17 +173,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns the final evaluation results (also written to workdir/eval_results.json).
   """
+  config_checks.validate(config, jax.device_count())   # before anything is written or compiled
   os.makedirs(workdir, exist_ok=True)
   classes, labeled = _prepare_data(config, workdir)
+  meta = checkpointing.describe(config, classes)
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
+  resuming = checkpoints.latest_step() is not None
+  if resuming:  # a workdir of another model fails here, before any compilation
+    checkpointing.check_compatible(checkpoints.restore_meta(), meta,
+                                   f"{checkpoints.directory}/{checkpoints.latest_step()}")
   models = train.create_models(config, len(classes))
   for name, model in models.items():
     _console(model_summary(config, name, model))
   tx = train.create_optimizer(config)
   schedule = train.learning_rate_schedule(config)
   rng = jax.random.key(config.seed)
-  meta = checkpointing.describe(config, classes)
-  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  resuming = checkpoints.latest_step() is not None
   # Pretrained weights only on a fresh start: when a checkpoint exists, resuming it wins.
   state = train.create_train_state(config, models, rng, tx, initial_variables=None if resuming
                                    else _initial_variables(config, models, rng, len(classes)))
@@ -158,42 +215,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   accumulator = _MetricAccumulator()
   step_rng = jax.random.fold_in(rng, 1)
   results: dict[str, Any] = {}
+  scalars: dict[str, float] = {}
   interval_start, interval_step = time.time(), start_step
+  last_saved = checkpoints.latest_step()
   device_batches = prefetch_to_devices(batches)
-  try:
-    for step in range(start_step + 1, config.num_train_steps + 1):
-      replicated, metrics = p_train_step(replicated, next(device_batches), step_rng)
-      accumulator.add(metrics)
-      last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or last:
-        scalars = accumulator.result()
-        elapsed = time.time() - interval_start
-        steps_per_sec = (step - interval_step) / max(elapsed, 1e-9)
-        interval_start, interval_step = time.time(), step
-        scalars["train/learning_rate"] = float(schedule(step - 1))
-        scalars["train/steps_per_sec"] = steps_per_sec
-        scalars["train/clips_per_sec"] = steps_per_sec * config.batch_size * (
-            1 + (2 * config.mu if config.method != "supervised" else 0))
-        writer.write_scalars(step, scalars)
-        eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
-        _console(_progress_line(step, config.num_train_steps, scalars, steps_per_sec, eta))
-      if step % config.checkpoint_every_steps == 0 or last:
-        checkpoints.save(flax.jax_utils.unreplicate(replicated), meta)
-      if step % config.eval_every_steps == 0 or last:
-        results, confusion = run_evaluation(config, models, replicated.params,
-                                            replicated.batch_stats, classes, step)
-        writer.write_scalars(step, evaluate.scalar_summary(results))
-        if jax.process_index() == 0:
-          evaluate.write_results(workdir, results, confusion)
-        _console(_eval_line(results))
-  finally:
-    writer.flush()
-    checkpoints.close()
+  with _StopSignal() as stop:
+    try:
+      for step in range(start_step + 1, config.num_train_steps + 1):
+        replicated, metrics = p_train_step(replicated, next(device_batches), step_rng)
+        accumulator.add(step, metrics)
+        last = step == config.num_train_steps
+        preempted = stop.agreed(step, config.log_every_steps)
+        if step % config.log_every_steps == 0 or last or preempted:
+          accumulator.check_finite(last_saved)
+          scalars = accumulator.result()
+          elapsed = time.time() - interval_start
+          steps_per_sec = (step - interval_step) / max(elapsed, 1e-9)
+          interval_start, interval_step = time.time(), step
+          scalars["train/learning_rate"] = float(schedule(step - 1))
+          scalars["train/steps_per_sec"] = steps_per_sec
+          scalars["train/clips_per_sec"] = steps_per_sec * config.batch_size * (
+              1 + (2 * config.mu if config.method != "supervised" else 0))
+          writer.write_scalars(step, scalars)
+          eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
+          _console(_progress_line(step, config.num_train_steps, scalars, steps_per_sec, eta))
+        if (step % config.checkpoint_every_steps == 0 or last or preempted) and last_saved != step:
+          accumulator.check_finite(last_saved)   # a NaN state is never saved
+          checkpoints.save(flax.jax_utils.unreplicate(replicated), meta)
+          last_saved = step
+        if preempted:
+          _console(f"signal {stop.received} received: saved the checkpoint of step {step} in "
+                   f"{checkpoints.directory}; run the same command again to resume")
+          return results
+        if step % config.eval_every_steps == 0 or last:
+          results, confusion = run_evaluation(config, models, replicated.params,
+                                              replicated.batch_stats, classes, step)
+          writer.write_scalars(step, evaluate.scalar_summary(results))
+          if jax.process_index() == 0:
+            evaluate.write_results(workdir, results, confusion)
+          _console(_eval_line(results))
+    finally:
+      writer.flush()
+      checkpoints.close()
+  if jax.process_index() == 0:
+    _console(_final_summary(workdir, results, scalars))
   return results
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """--mode=eval: restores `config.eval.step` (latest if -1) and evaluates the eval split."""
+  config_checks.validate(config, jax.device_count(), training=False)
   checkpoints = checkpointing.Checkpoints(workdir, read_only=True)
   demo_data.ensure(config)
   classes = pipeline.class_names(config)
@@ -232,6 +303,24 @@ def _progress_line(step: int, total: int, scalars: Mapping[str, float], steps_pe
   parts += [f"lr {scalars['train/learning_rate']:.4f}", f"{steps_per_sec:.2f} steps/s",
             f"ETA {_format_duration(eta)}"]
   return " | ".join(parts)
+
+
+def _final_summary(workdir: str, results: Mapping[str, Any], scalars: Mapping[str, float]
+                   ) -> str:
+  """What a finished run prints last: its accuracies, mask rates and where its outputs are."""
+  lines = [f"done: step {results.get('step', '?')}"]
+  for name in ("primary", "auxiliary", "average"):
+    if name in results:
+      line = f"  {name:<9} test top1 {results[name]['top1']:.3f} top5 {results[name]['top5']:.3f}"
+      if f"train/{name}/mask_rate" in scalars:
+        line += (f" | last mask rate {scalars[f'train/{name}/mask_rate']:.2f}, pseudo-label acc "
+                 f"{scalars[f'train/{name}/pseudo_label_acc']:.2f}")
+      lines.append(line)
+  workdir = os.path.abspath(workdir)
+  lines += [f"  checkpoints: {os.path.join(workdir, checkpointing.DIRNAME)}",
+            f"  results:     {os.path.join(workdir, evaluate.RESULTS_FILENAME)}",
+            f"  TensorBoard: tensorboard --logdir {workdir}"]
+  return "\n".join(lines)
 
 
 def _eval_line(results: Mapping[str, Any]) -> str:

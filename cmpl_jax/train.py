@@ -62,17 +62,28 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=max(config.num_train_steps, warmup + 1), end_value=0.0)
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """SGD (nesterov) with decoupled-from-BN weight decay and optional gradient clipping."""
+  """SGD (nesterov, the paper setting we assume) or AdamW, with weight decay on kernels only
+  and optional gradient clipping."""
   # Decay only conv/dense kernels: decaying BatchNorm scales and biases hurts (PySlowFast's
   # default of zero weight decay for BN parameters).
   decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
+  name = config.optim.get("name", "sgd")
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.optim.name={name!r} is not one of {list(OPTIMIZERS)}")
   clip = config.optim.grad_clip_norm
-  return optax.chain(
-      optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
-      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask),
-      optax.sgd(learning_rate_schedule(config), momentum=config.optim.momentum,
-                nesterov=config.optim.nesterov))
+  if name == "adamw":
+    update = optax.adamw(learning_rate_schedule(config), weight_decay=config.optim.weight_decay,
+                         mask=decay_mask)
+  else:
+    update = optax.chain(
+        optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask),
+        optax.sgd(learning_rate_schedule(config), momentum=config.optim.momentum,
+                  nesterov=config.optim.nesterov))
+  return optax.chain(optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(), update)
 
 
 def init_model_variables(config: ml_collections.ConfigDict, models: Mapping[str, Any],
@@ -108,10 +119,11 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
                ) -> tuple[TrainState, dict[str, tuple[jax.Array, jax.Array]]]:
   """One optimisation step of the configured method; per-device body (see module doc).
 
-  Each model sees its labeled, weak and strong clips in ONE forward pass, so BatchNorm
-  normalises them with shared statistics (as FixMatch does) and the device runs one big
-  convolution batch instead of three small ones. Teacher predictions (weak views) are under
-  stop-gradient inside `ssl`.
+  With `config.bn_batches='joint'` each model sees its labeled, weak and strong clips in ONE
+  forward pass, so BatchNorm normalises them with shared statistics (as FixMatch does) and the
+  device runs one big convolution batch; with 'separate' the three kinds are normalised apart
+  (three forward passes) and the running statistics follow the labeled clips. Teacher
+  predictions (weak views) are under stop-gradient inside `ssl`.
   """
   use_unlabeled = methods.uses_unlabeled(config.method)
   dtype = compute_dtype(config)
@@ -121,14 +133,20 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
   def loss_fn(params):
     logits, new_batch_stats = {}, {}
     for i, (name, model) in enumerate(models.items()):
+      def forward(clips_uint8, k, model=model, name=name, i=i):
+        return model.apply({"params": params[name], "batch_stats": state.batch_stats[name]},
+                           resnet3d.normalize(clips_uint8, dtype), train=True,
+                           mutable=["batch_stats"],
+                           rngs={"dropout": jax.random.fold_in(rng, 3 * i + k)})
       parts = _model_inputs(batch, name, use_unlabeled)
-      clips = resnet3d.normalize(jnp.concatenate(parts, axis=0), dtype)
-      out_NxK, mutated = model.apply(
-          {"params": params[name], "batch_stats": state.batch_stats[name]}, clips, train=True,
-          mutable=["batch_stats"], rngs={"dropout": jax.random.fold_in(rng, i)})
-      sizes = [p.shape[0] for p in parts]
-      splits = jnp.split(out_NxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
-      logits[name] = ssl.Logits(*splits)
+      if config.bn_batches == "joint":
+        out_NxK, mutated = forward(jnp.concatenate(parts, axis=0), 0)
+        sizes = [p.shape[0] for p in parts]
+        outs = jnp.split(out_NxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
+      else:  # 'separate': running statistics follow the labeled clips alone
+        results = [forward(part, k) for k, part in enumerate(parts)]
+        outs, mutated = [out for out, _ in results], results[0][1]
+      logits[name] = ssl.Logits(*outs)
       new_batch_stats[name] = mutated["batch_stats"]
     kwargs = {}
     if use_unlabeled:

@@ -5,6 +5,8 @@
                    like the training data)
   labeled_ids.txt  the labeled subset actually used (written by cmpl_jax/data/splits.py)
   eval_results.json, confusion_<split>.json   written by evaluate.py
+  events.out.tfevents.*   TensorBoard scalars written by clu (`read_scalars` reads them back,
+                   e.g. to plot curves in a notebook)
 All JSON files are written atomically: a crash never leaves a truncated one.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 CONFIG_FILENAME = "config.json"
 DATA_INFO_FILENAME = "data_info.json"
@@ -41,3 +44,27 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
     config = ml_collections.ConfigDict(json.load(f))
   with open(paths[1]) as f:
     return config, json.load(f)
+
+
+def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{tag: (steps, values)} of every scalar in the workdir's TensorBoard event files.
+
+  clu writes summaries as TF2 tensor events, so they are read as tensors, not legacy scalars.
+  """
+  from tensorboard.backend.event_processing import event_accumulator  # heavy; only when asked
+  from tensorboard.util import tensor_util
+  series: dict[str, list[tuple[int, float]]] = {}
+  for name in sorted(os.listdir(workdir)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, name),
+                                                size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    for tag in events.Tags()["tensors"]:
+      series.setdefault(tag, []).extend(
+          (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag))
+  out = {}
+  for tag, points in series.items():
+    points.sort()
+    out[tag] = (np.array([s for s, _ in points]), np.array([v for _, v in points]))
+  return out

@@ -70,14 +70,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.mu = 7               # unlabeled clips per labeled clip. ASSUMPTION: FixMatch's mu=7.
   config.tau = 0.95           # pseudo-label confidence threshold. ASSUMPTION: FixMatch's 0.95.
   config.lambda_u = 1.0       # weight of the unlabeled losses. ASSUMPTION: FixMatch's 1.
+  # BatchNorm batches of a step: 'joint' (labeled + weak + strong in one forward pass, as
+  # FixMatch) or 'separate' (one pass each; running statistics from the labeled clips).
+  config.bn_batches = "joint"
 
   config.optim = ml_collections.ConfigDict()
   # ASSUMPTION: SGD momentum 0.9 nesterov, linear warm-up + cosine decay, weight decay 1e-4.
+  config.optim.name = "sgd"             # 'sgd' (momentum, nesterov below) | 'adamw'
   config.optim.learning_rate = 0.1      # peak, for the global labeled batch_size above
   config.optim.warmup_steps = 1000
-  config.optim.momentum = 0.9
-  config.optim.nesterov = True
-  config.optim.weight_decay = 1e-4
+  config.optim.momentum = 0.9           # sgd only
+  config.optim.nesterov = True          # sgd only
+  config.optim.weight_decay = 1e-4      # decoupled for adamw; on kernels only either way
   config.optim.grad_clip_norm = 0.0     # 0 = no clipping
 
   config.num_train_steps = 100_000

@@ -305,6 +305,10 @@ class EvalIterator:
   def num_skipped_records(self) -> int:
     return self._batches.num_skipped_records
 
+  @property
+  def skipped_media_ids(self) -> list[str]:
+    return self._batches.skipped_media_ids
+
   def __len__(self) -> int:
     return self.num_batches
 

@@ -121,7 +121,14 @@ def labeled_indices(config: Any, media_ids: Sequence[str], labels: Sequence[int]
                     class_names: Sequence[str]) -> list[int]:
   """The labeled subset a config asks for: `data.labeled_list` if set, else `labeled_percent`."""
   if config.data.get("labeled_list"):
-    return read_labeled_list(config.data.labeled_list, media_ids)
+    chosen = read_labeled_list(config.data.labeled_list, media_ids)
+    uncovered = sorted(set(range(len(class_names))) - {int(labels[i]) for i in chosen})
+    if uncovered:
+      names = [class_names[c] for c in uncovered[:10]]
+      raise ValueError(f"config.data.labeled_list={config.data.labeled_list} leaves "
+                       f"{len(uncovered)} of {len(class_names)} classes without a labeled video "
+                       f"(first: {names}); every class needs at least one")
+    return chosen
   return class_balanced_subset(labels, len(class_names), float(config.data.labeled_percent),
                                int(config.data.labeled_seed), class_names)
 

@@ -48,8 +48,10 @@ class RecordTable:
     return info
 
   def __init__(self, data_dir: str, split: str):
-    info = self.split_info(records.read_metadata(data_dir), split, data_dir)
+    metadata = records.read_metadata(data_dir)
+    info = self.split_info(metadata, split, data_dir)
     self.split = split
+    self.num_classes = len(metadata.get("classes", [])) or None
     self.media_ids: list[str] = list(info["media_ids"])
     self.num_examples = len(self.media_ids)
     self.paths = [os.path.join(data_dir, name) for name in info["files"]]
@@ -68,6 +70,16 @@ class RecordTable:
     ordinals = np.empty_like(offsets)
     ordinals[order] = np.arange(len(order)) - first
     self.ordinals = ordinals
+    labels = np.asarray(info["labels"], np.int64)
+    if self.num_classes is not None and labels.size:
+      bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
+      if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{data_dir}/{records.METADATA_FILENAME}: split {split!r} has {bad.size} label(s) "
+            f"outside [0, {self.num_classes}) (the class list); first: label {labels[i]} of "
+            f"media id {self.media_ids[i]!r}, record {ordinals[i]} of "
+            f"{self.paths[file_index[i]]}. Re-convert the data.")
     self.file_index = file_index
     self._files = tf.constant(self.paths or [""], tf.string)
     self._sizes = tf.constant(sizes or [0], tf.int64)
@@ -93,6 +105,20 @@ class RecordTable:
         tf.gather(self._files, tf.gather(self._file_index, video)), " (media id ",
         tf.gather(self._media_ids, video), ", split index ", tf.strings.as_string(video), ")"])
 
+  def parse_checked(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """records.parse_example + in-graph checks that the record has frames and an in-range
+    label (a failed check makes the record 'bad', like a read or decode error)."""
+    parsed = records.parse_example(serialized)
+    checks = [tf.debugging.assert_positive(tf.size(parsed["frames_T"]),
+                                           message="record has no frames")]
+    if self.num_classes is not None:
+      checks += [tf.debugging.assert_non_negative(parsed["label"], message="label < 0"),
+                 tf.debugging.assert_less(parsed["label"], tf.constant(self.num_classes,
+                                                                      tf.int64),
+                                          message="label >= number of classes")]
+    with tf.control_dependencies(checks):
+      return {key: tf.identity(value) for key, value in parsed.items()}
+
   def diagnose(self, video: int) -> str:
     """The underlying error of a bad record, found by re-reading it eagerly (error path only)."""
     try:
@@ -100,9 +126,14 @@ class RecordTable:
     except (tf.errors.OpError, StopIteration) as e:
       return f"reading failed: {getattr(e, 'message', e)}"
     try:
-      frames_T = records.parse_example(serialized)["frames_T"]
+      parsed = records.parse_example(serialized)
     except tf.errors.OpError as e:
       return f"parsing failed: {e.message.splitlines()[0]}"
+    frames_T, label = parsed["frames_T"], int(parsed["label"])
+    if self.num_classes is not None and not 0 <= label < self.num_classes:
+      return f"label {label} is outside [0, {self.num_classes})"
+    if int(tf.size(frames_T)) == 0:
+      return "the record has no frames"
     for i, frame in enumerate(frames_T):
       try:
         tf.io.decode_jpeg(frame, channels=3)
@@ -177,7 +208,7 @@ def train_stream(table: RecordTable, index_set: Sequence[int], example_fn: Examp
 
     def attempt(a):
       def make(serialized):
-        parsed = records.parse_example(serialized)
+        parsed = table.parse_checked(serialized)
         example = example_fn(parsed["frames_T"], parsed["label"], element_seed)
         return dict(example, **extras(a, videos[0] if a else -1))
       return table.read(videos[a]).map(plain(make))
@@ -217,7 +248,7 @@ def eval_stream(table: RecordTable, maker: Any, *, global_batch: int, num_batche
     video = tf.minimum(g, num_examples - 1)
 
     def make(serialized):
-      parsed = records.parse_example(serialized)
+      parsed = table.parse_checked(serialized)
       example = maker.evaluation(parsed["frames_T"], parsed["label"])
       return dict(example, mask=tf.constant(True), index=tf.cast(g, tf.int32), **extras(0, -1))
 

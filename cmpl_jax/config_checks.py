@@ -1,0 +1,99 @@
+"""Checks a training/eval config before anything is compiled or written.
+
+A typo in a config should cost seconds, not a compile and a crash an hour into a TPU run:
+`validate` collects every problem it finds and raises one `ConfigError` that names each field,
+its value and what is allowed. The data-dependent checks (class counts of a labeled subset, a
+checkpoint from another model) live where the data is read (`splits.py`, `checkpointing.py`)
+and also run before compilation (see `loop.py`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cmpl_jax import methods, train
+from cmpl_jax.models import resnet3d
+
+DTYPES = ("float32", "bfloat16")
+BN_BATCHES = ("joint", "separate")
+SOURCES = ("tfrecord", "tfds")
+
+
+class ConfigError(ValueError):
+  """One or more config fields are invalid; the message lists each."""
+
+
+def _positive_int(problems: list[str], field: str, value: Any) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    problems.append(f"{field}={value!r}: must be a positive integer")
+
+
+def _batch(problems: list[str], field: str, value: Any, devices: int) -> None:
+  if not isinstance(value, int) or value < 1 or value % devices:
+    problems.append(f"{field}={value!r}: must be a positive multiple of the {devices} devices "
+                    f"(jax.device_count()), e.g. {devices * max(1, -(-int(value or 1) // devices))}")
+
+
+def _choice(problems: list[str], field: str, value: Any, allowed) -> bool:
+  if value not in allowed:
+    problems.append(f"{field}={value!r}: allowed values are {list(allowed)}")
+    return False
+  return True
+
+
+def validate(config: Any, device_count: int, *, training: bool = True) -> None:
+  """Raises ConfigError listing every invalid field; `device_count` is the global count."""
+  problems: list[str] = []
+  if _choice(problems, "config.method", config.method, methods.METHODS):
+    if config.method == "cmpl" and not methods.has_auxiliary(config):
+      problems.append("config.model.auxiliary.name='': method 'cmpl' needs an auxiliary model; "
+                      f"allowed names are {sorted(resnet3d.ARCHITECTURES)}")
+    names = methods.model_names(config)
+  else:
+    names = ("primary",)
+  for name in names:
+    cfg = config.model[name]
+    _choice(problems, f"config.model.{name}.name", cfg.name, sorted(resnet3d.ARCHITECTURES))
+    if not (isinstance(cfg.width_multiplier, (int, float)) and cfg.width_multiplier > 0):
+      problems.append(f"config.model.{name}.width_multiplier={cfg.width_multiplier!r}: must be > 0")
+    _positive_int(problems, f"config.model.{name}.num_frames", cfg.num_frames)
+    _positive_int(problems, f"config.model.{name}.frame_stride", cfg.frame_stride)
+    if not 0 <= cfg.dropout_rate < 1:
+      problems.append(f"config.model.{name}.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1)")
+    if cfg.get("init_from") and not os.path.isdir(cfg.init_from):
+      problems.append(f"config.model.{name}.init_from={cfg.init_from!r}: no such folder")
+  _choice(problems, "config.dtype", config.dtype, DTYPES)
+  _positive_int(problems, "config.data.crop_size", config.data.crop_size)
+  _batch(problems, "config.eval.batch_size", config.eval.batch_size, device_count)
+  source = config.data.get("source", "tfrecord")
+  if _choice(problems, "config.data.source", source, SOURCES) and source == "tfrecord":
+    synthetic = config.data.get("synthetic")
+    generated = synthetic is not None and synthetic.enabled
+    if not config.data.dir:
+      problems.append("config.data.dir='': set it to the folder the converter wrote "
+                      "(python -m cmpl_jax.data.convert ... --output_dir=DIR)")
+    elif not generated and not os.path.isdir(config.data.dir):
+      problems.append(f"config.data.dir={config.data.dir!r}: no such folder")
+  if training:
+    _batch(problems, "config.batch_size", config.batch_size, device_count)
+    _positive_int(problems, "config.num_train_steps", config.num_train_steps)
+    for field in ("log_every_steps", "checkpoint_every_steps", "eval_every_steps"):
+      _positive_int(problems, f"config.{field}", config[field])
+    if methods.uses_unlabeled(config.method):
+      if not (isinstance(config.tau, (int, float)) and 0 < config.tau <= 1):
+        problems.append(f"config.tau={config.tau!r}: the confidence threshold must be in (0, 1]")
+      if not config.lambda_u >= 0:
+        problems.append(f"config.lambda_u={config.lambda_u!r}: must be >= 0")
+      _positive_int(problems, "config.mu", config.mu)
+    if not config.data.get("labeled_list"):
+      percent = config.data.labeled_percent
+      if not (isinstance(percent, (int, float)) and 0 < percent <= 100):
+        problems.append(f"config.data.labeled_percent={percent!r}: must be in (0, 100]")
+    elif not os.path.isfile(config.data.labeled_list):
+      problems.append(f"config.data.labeled_list={config.data.labeled_list!r}: no such file")
+    _choice(problems, "config.optim.name", config.optim.get("name", "sgd"), train.OPTIMIZERS)
+    _choice(problems, "config.bn_batches", config.get("bn_batches", "joint"), BN_BATCHES)
+    if not config.optim.learning_rate > 0:
+      problems.append(f"config.optim.learning_rate={config.optim.learning_rate!r}: must be > 0")
+  if problems:
+    raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
