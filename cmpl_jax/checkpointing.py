@@ -63,8 +63,11 @@ class Checkpoints:
 
   def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), DIRNAME)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                           read_only=read_only)
+    # Read-only managers get the options Orbax would force anyway (no rotation, no saving),
+    # so it does not warn about overriding them on every evaluation and prediction.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if read_only else max_to_keep, create=not read_only,
+        read_only=read_only, save_interval_steps=0 if read_only else 1)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("model", "train", "meta"))
 

@@ -124,7 +124,7 @@ def main(argv):
     _fail("--workdir and --video are required")
   if not os.path.isfile(FLAGS.video):
     _fail(f"--video={FLAGS.video}: no such file")
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
+  logging.set_verbosity(logging.ERROR)  # Orbax logs every restore (and read-only opens)
   try:
     _, data_info = workdir_lib.load_run(FLAGS.workdir)
     frames = decode(FLAGS.video, data_info)   # fail fast, before restoring the models

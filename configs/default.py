@@ -72,6 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.lambda_u = 1.0       # weight of the unlabeled losses. ASSUMPTION: FixMatch's 1.
   # BatchNorm batches of a step: 'joint' (labeled + weak + strong in one forward pass, as
   # FixMatch) or 'separate' (one pass each; running statistics from the labeled clips).
+  # ASSUMPTION: joint, as FixMatch. On the CPU demo 'separate' trained the primary much better
+  # (configs/demo.py); untested at the paper's scale.
   config.bn_batches = "joint"
 
   config.optim = ml_collections.ConfigDict()

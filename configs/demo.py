@@ -47,6 +47,10 @@ def get_config(arg: str = "cmpl"):
   # Lower than FixMatch's 0.95: tiny nets trained for minutes rarely reach 0.95 confidence on
   # unlabeled clips, so at 0.95 the auxiliary almost never teaches (mask rate ~0.01).
   config.tau = 0.8
+  # BatchNorm over labeled, weak and strong clips apart: with one joint batch, the strongly
+  # augmented clips dominate the statistics and the primary learned its labeled clips far more
+  # slowly (seeds 1 and 2: 24% / 19% test top-1 at step 400 joint, 58% / 67% separate).
+  config.bn_batches = "separate"
   config.optim.learning_rate = 0.1
   config.optim.warmup_steps = 50
   config.num_train_steps = 800

@@ -2,6 +2,7 @@
 TensorBoard and eval_results.json, for every method; resuming; --mode=eval and predict CLIs."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
+FINISHED = {}   # method -> (workdir, results) of the 4-step runs below, reused by later tests
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ def test_each_method_trains_checkpoints_logs_and_evaluates(dataset, tmp_path, me
   _, data_dir = dataset
   workdir = str(tmp_path / method)
   results = loop.train_and_evaluate(tiny_config(method, data_dir), workdir)
+  FINISHED[method] = workdir, results
 
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   with open(os.path.join(workdir, "eval_results.json")) as f:
@@ -97,12 +100,21 @@ def test_each_method_trains_checkpoints_logs_and_evaluates(dataset, tmp_path, me
     assert os.path.exists(os.path.join(workdir, name))
 
 
+def finished_cmpl_run(data_dir, tmp_path):
+  """(workdir, results) of an uninterrupted 4-step CMPL run: the one the test above made, when
+  it ran in this session (saves a run), else a new one."""
+  if "cmpl" not in FINISHED:
+    workdir = str(tmp_path / "straight")
+    FINISHED["cmpl"] = workdir, loop.train_and_evaluate(tiny_config("cmpl", data_dir), workdir)
+  return FINISHED["cmpl"]
+
+
 def test_resume_continues_from_the_saved_step(dataset, tmp_path):
   _, data_dir = dataset
-  interrupted, straight = str(tmp_path / "interrupted"), str(tmp_path / "straight")
+  interrupted = str(tmp_path / "interrupted")
   loop.train_and_evaluate(tiny_config("cmpl", data_dir, steps=2), interrupted)
   resumed = loop.train_and_evaluate(tiny_config("cmpl", data_dir, steps=4), interrupted)
-  reference = loop.train_and_evaluate(tiny_config("cmpl", data_dir, steps=4), straight)
+  straight, reference = finished_cmpl_run(data_dir, tmp_path)
   assert resumed["step"] == 4
   # Losses logged after the restart are those of an uninterrupted run: same parameters,
   # optimizer state and data stream position at step 2.
@@ -114,7 +126,7 @@ def test_resume_continues_from_the_saved_step(dataset, tmp_path):
 def test_eval_mode_and_predict_cli(dataset, tmp_path):
   raw, data_dir = dataset
   workdir = str(tmp_path / "run")
-  loop.train_and_evaluate(tiny_config("cmpl", data_dir, steps=2), workdir)
+  shutil.copytree(finished_cmpl_run(data_dir, tmp_path)[0], workdir)
   os.remove(os.path.join(workdir, "eval_results.json"))
   # Trained on 8 (fake) devices above; evaluated and served here on 1.
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -133,9 +145,9 @@ def test_eval_mode_and_predict_cli(dataset, tmp_path):
                                "--mode=eval", *overrides], cwd=REPO, env=env,
                               capture_output=True, text=True)
   assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr
-  assert "eval step 2 on test (3 videos x 2 clips x 3 crops)" in evaluation.stdout
+  assert "eval step 4 on test (3 videos x 2 clips x 3 crops)" in evaluation.stdout
   with open(os.path.join(workdir, "eval_results.json")) as f:
-    assert json.load(f)["step"] == 2
+    assert json.load(f)["step"] == 4
 
   video = os.path.join(raw, synthetic.VIDEOS_DIRNAME, synthetic.class_names(3)[0])
   video = os.path.join(video, sorted(os.listdir(video))[0])
