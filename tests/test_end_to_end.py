@@ -62,9 +62,10 @@ def tensorboard_scalars(workdir):
       events = event_accumulator.EventAccumulator(os.path.join(workdir, name))
       events.Reload()
       for tag in events.Tags()["tensors"]:
-        tags[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
-                     for e in events.Tensors(tag)]
-  return tags
+        # A resumed run adds a second event file: merge them, in step order.
+        tags.setdefault(tag, []).extend(
+            (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag))
+  return {tag: sorted(points) for tag, points in tags.items()}
 
 
 @pytest.mark.parametrize("method", ["cmpl", "fixmatch", "supervised"])
@@ -116,6 +117,7 @@ def test_resume_continues_from_the_saved_step(dataset, tmp_path):
   resumed = loop.train_and_evaluate(tiny_config("cmpl", data_dir, steps=4), interrupted)
   straight, reference = finished_cmpl_run(data_dir, tmp_path)
   assert resumed["step"] == 4
+  assert [s for s, _ in tensorboard_scalars(interrupted)["train/loss"]] == [2, 4]
   # Losses logged after the restart are those of an uninterrupted run: same parameters,
   # optimizer state and data stream position at step 2.
   np.testing.assert_allclose(tensorboard_scalars(interrupted)["train/loss"][-1][1],

@@ -83,9 +83,12 @@ def test_labeled_indices_prefers_the_list(tmp_path):
   by_percent = splits.labeled_indices(config, UCF_IDS, labels, ["a", "b"])
   assert len(by_percent) == 2 and {labels[i] for i in by_percent} == {0, 1}
   path = tmp_path / "list.txt"
-  path.write_text(UCF_IDS[2] + "\n")
+  path.write_text(UCF_IDS[1] + "\n" + UCF_IDS[2] + "\n")
   config.data.labeled_list = str(path)
-  assert splits.labeled_indices(config, UCF_IDS, labels, ["a", "b"]) == [2]
+  assert splits.labeled_indices(config, UCF_IDS, labels, ["a", "b"]) == [1, 2]
+  path.write_text(UCF_IDS[2] + "\n")   # class 'a' left without a labeled video
+  with pytest.raises(ValueError, match=r"leaves 1 of 2 classes without a labeled video.*'a'"):
+    splits.labeled_indices(config, UCF_IDS, labels, ["a", "b"])
   assert np.all(np.diff(by_percent) > 0)
 
 
