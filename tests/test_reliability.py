@@ -165,6 +165,7 @@ def test_bad_configurations_fail_before_compilation_naming_the_field(cache, tmp_
       "config.tau=1.5": lambda c: setattr(c, "tau", 1.5),
       "config.tau=0": lambda c: setattr(c, "tau", 0.0),
       "config.method='mixmatch'": lambda c: setattr(c, "method", "mixmatch"),
+      "config.model.auxiliary.name=''": lambda c: c.model.auxiliary.update(name=""),
       "config.model.primary.name='resnet9000'": lambda c: c.model.primary.update(
           name="resnet9000"),
       "config.data.dir='/nonexistent/data'": lambda c: (c.data.update(dir="/nonexistent/data"),
