@@ -14,7 +14,6 @@ from typing import Any
 from cmpl_jax import methods, train
 from cmpl_jax.models import resnet3d
 
-DTYPES = ("float32", "bfloat16")
 BN_BATCHES = ("joint", "separate")
 SOURCES = ("tfrecord", "tfds")
 
@@ -62,7 +61,7 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       problems.append(f"config.model.{name}.dropout_rate={cfg.dropout_rate!r}: must be in [0, 1)")
     if cfg.get("init_from") and not os.path.isdir(cfg.init_from):
       problems.append(f"config.model.{name}.init_from={cfg.init_from!r}: no such folder")
-  _choice(problems, "config.dtype", config.dtype, DTYPES)
+  _choice(problems, "config.dtype", config.dtype, train.DTYPES)
   _positive_int(problems, "config.data.crop_size", config.data.crop_size)
   _batch(problems, "config.eval.batch_size", config.eval.batch_size, device_count)
   source = config.data.get("source", "tfrecord")

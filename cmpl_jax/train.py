@@ -27,9 +27,12 @@ from cmpl_jax.models import resnet3d
 AXIS_NAME = "batch"
 
 
+DTYPES = ("float32", "bfloat16")
+
+
 def compute_dtype(config: ml_collections.ConfigDict):
-  if config.dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"config.dtype={config.dtype!r} is not one of ['bfloat16', 'float32']")
+  if config.dtype not in DTYPES:
+    raise ValueError(f"config.dtype={config.dtype!r} is not one of {list(DTYPES)}")
   return jnp.dtype(config.dtype)
 
 

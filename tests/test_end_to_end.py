@@ -8,10 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 from cmpl_jax import loop
+from cmpl_jax import workdir as workdir_lib
 from cmpl_jax.data import convert, synthetic
 from configs import default
 
@@ -56,16 +55,9 @@ def tiny_config(method, data_dir, steps=4):
 
 
 def tensorboard_scalars(workdir):
-  tags = {}
-  for name in os.listdir(workdir):
-    if name.startswith("events.out.tfevents"):
-      events = event_accumulator.EventAccumulator(os.path.join(workdir, name))
-      events.Reload()
-      for tag in events.Tags()["tensors"]:
-        # A resumed run adds a second event file: merge them, in step order.
-        tags.setdefault(tag, []).extend(
-            (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag))
-  return {tag: sorted(points) for tag, points in tags.items()}
+  """{tag: [(step, value), ...]} over all of the workdir's event files, in step order."""
+  return {tag: list(zip(steps.tolist(), values.tolist()))
+          for tag, (steps, values) in workdir_lib.read_scalars(workdir).items()}
 
 
 @pytest.mark.parametrize("method", ["cmpl", "fixmatch", "supervised"])
