@@ -16,7 +16,6 @@ import functools
 import json
 import time
 
-import flax.jax_utils
 import jax
 import numpy as np
 from absl import app, flags
@@ -71,11 +70,12 @@ def random_batch(config, num_devices: int, num_classes: int, seed: int = 0):
 def time_train_step(config, num_classes: int, steps: int, warmup: int) -> dict:
   models = train.create_models(config, num_classes)
   tx = train.create_optimizer(config)
-  state = flax.jax_utils.replicate(
+  state = train.replicate(
       train.create_train_state(config, models, jax.random.key(0), tx))
   p_step = jax.pmap(functools.partial(train.train_step, models=models, tx=tx, config=config),
                     axis_name=train.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,))
-  batch = jax.device_put(random_batch(config, jax.local_device_count(), num_classes))
+  batch = jax.device_put(random_batch(config, jax.local_device_count(), num_classes),
+                         train.local_device_sharding())
   rng = jax.random.key(1)
   start = time.perf_counter()
   for _ in range(max(warmup, 1)):

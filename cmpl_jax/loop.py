@@ -34,9 +34,7 @@ def _console(message: str) -> None:
 
 def prefetch_to_devices(batches: Iterator[Mapping], size: int = 2) -> Iterator[Any]:
   """Starts host->device copies `size` batches ahead (batches are [D, ...] numpy trees)."""
-  devices = jax.local_devices()
-  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("d",)),
-                                        jax.sharding.PartitionSpec("d"))
+  sharding = train.local_device_sharding()
   queue = []
   for batch in batches:
     queue.append(jax.tree.map(lambda x: jax.device_put(x, sharding), batch))
@@ -208,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   p_train_step = jax.pmap(
       functools.partial(train.train_step, models=models, tx=tx, config=config),
       axis_name=train.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,))
-  replicated = flax.jax_utils.replicate(state)
+  replicated = train.replicate(state)
   batches = pipeline.make_train_iterator(
       config, None, labeled, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), num_local_devices=jax.local_device_count())
@@ -277,7 +275,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
               "batch_stats": {n: v["batch_stats"] for n, v in template.items()}}
   step, variables = checkpoints.restore_model(
       template, step=config.eval.step, expected_meta=checkpointing.describe(config, classes))
-  replicated = flax.jax_utils.replicate(variables)
+  replicated = train.replicate(variables)
   results, confusion = run_evaluation(config, models, replicated["params"],
                                       replicated["batch_stats"], classes, step)
   if jax.process_index() == 0:

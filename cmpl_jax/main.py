@@ -28,6 +28,10 @@ flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many proces
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's rank.")
 flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize() with its automatic "
                   "cluster detection (Cloud TPU pod slices, SLURM, ...).")
+flags.DEFINE_string("compilation_cache_dir", None,
+                    "Persistent XLA compilation cache (JAX's; same as the env variable "
+                    "JAX_COMPILATION_CACHE_DIR): a restarted or re-evaluating process loads the "
+                    "compiled train/eval steps from here instead of compiling them again.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -53,6 +57,9 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if not FLAGS["verbosity"].present:  # Orbax and clu log every save at INFO; --verbosity=0 shows
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.compilation_cache_dir:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache_dir)
   _initialize_distributed()
   from cmpl_jax import loop  # pylint: disable=g-import-not-at-top  (after the env setup above)
   import jax  # pylint: disable=g-import-not-at-top

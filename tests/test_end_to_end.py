@@ -45,6 +45,9 @@ def tiny_config(method, data_dir, steps=4):
                               frame_stride=stride)
   if method != "cmpl":
     config.model.auxiliary.name = ""
+  config.model.conv_impl = "native"   # quicker to compile; sum-of-2D is checked in test_models
+  # FixMatch runs with labeled / weak / strong clips normalised apart (the demo's setting).
+  config.bn_batches = "separate" if method == "fixmatch" else "joint"
   config.batch_size, config.mu, config.tau = 8, 1, 0.3
   config.optim.warmup_steps = 1
   config.num_train_steps = steps
@@ -136,9 +139,11 @@ def test_eval_mode_and_predict_cli(dataset, tmp_path):
                "--config.eval.batch_size=1"]
   evaluation = subprocess.run([sys.executable, "-m", "cmpl_jax.main",
                                "--config=configs/default.py", f"--workdir={workdir}",
-                               "--mode=eval", *overrides], cwd=REPO, env=env,
-                              capture_output=True, text=True)
+                               "--mode=eval", *overrides,
+                               f"--compilation_cache_dir={tmp_path / 'xla_cache'}"],
+                              cwd=REPO, env=env, capture_output=True, text=True)
   assert evaluation.returncode == 0, evaluation.stdout + evaluation.stderr
+  assert os.listdir(tmp_path / "xla_cache"), "--compilation_cache_dir: nothing cached"
   assert "eval step 4 on test (3 videos x 2 clips x 3 crops)" in evaluation.stdout
   with open(os.path.join(workdir, "eval_results.json")) as f:
     assert json.load(f)["step"] == 4

@@ -20,7 +20,7 @@ NOTEBOOKS = sorted(name for name in os.listdir(os.path.join(REPO, "colab"))
 pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
 
 
-def execute_smoke(path, tmp_path, monkeypatch):
+def execute_smoke(path, tmp_path, monkeypatch, smoke_cache):
   notebook = nbformat.read(path, as_version=4)
   parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
   assert len(parameters) == 1, f"{path}: needs exactly one cell tagged 'parameters'"
@@ -28,7 +28,7 @@ def execute_smoke(path, tmp_path, monkeypatch):
                           flags=re.M)
   assert count == 1, f"{path}: the parameters cell must start with 'SMOKE_TEST = False'"
   parameters[0].source = source.replace("/tmp/cmpl_quickstart", str(tmp_path / "workdir"))
-  monkeypatch.setenv("CMPL_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("CMPL_JAX_CACHE", smoke_cache)   # the smoke dataset, built once per session
   monkeypatch.delenv("XLA_FLAGS", raising=False)   # one CPU device, as on a Colab CPU runtime
   start = time.time()
   NotebookClient(notebook, timeout=900, kernel_name="python3",
@@ -52,8 +52,9 @@ def test_notebooks_are_the_expected_ones():
   assert NOTEBOOKS == ["quickstart.ipynb", "ucf101_small.ipynb"]
 
 
-def test_quickstart_smoke(tmp_path, monkeypatch):
-  notebook = execute_smoke(os.path.join(REPO, "colab", "quickstart.ipynb"), tmp_path, monkeypatch)
+def test_quickstart_smoke(tmp_path, monkeypatch, smoke_cache):
+  notebook = execute_smoke(os.path.join(REPO, "colab", "quickstart.ipynb"), tmp_path, monkeypatch,
+                           smoke_cache)
   images = outputs(notebook, "image/png")
   assert len(images) == 2, "expected the training curves and the per-class accuracy plots"
   assert all(len(base64.b64decode(o["data"]["image/png"])) > 5_000 for o in images)
@@ -64,9 +65,9 @@ def test_quickstart_smoke(tmp_path, monkeypatch):
   assert re.search(r"^\s+\d\.\d{3}\s+\w+", printed, flags=re.M), "no top-k prediction printed"
 
 
-def test_ucf101_small_smoke(tmp_path, monkeypatch):
+def test_ucf101_small_smoke(tmp_path, monkeypatch, smoke_cache):
   notebook = execute_smoke(os.path.join(REPO, "colab", "ucf101_small.ipynb"), tmp_path,
-                           monkeypatch)
+                           monkeypatch, smoke_cache)
   tables = [o["data"]["text/markdown"] for o in outputs(notebook, "text/markdown")]
   assert len(tables) == 1
   rows = [line for line in tables[0].splitlines() if re.match(r"\| (cmpl|supervised) \|", line)]

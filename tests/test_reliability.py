@@ -24,20 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """The smoke dataset, generated and converted once for the module."""
-  root = str(tmp_path_factory.mktemp("cache"))
-  previous = os.environ.get("CMPL_JAX_CACHE")
-  os.environ["CMPL_JAX_CACHE"] = root
-  try:
-    from cmpl_jax.data import demo_data
-    demo_data.ensure(demo.get_config("cmpl,smoke"))
-  finally:
-    if previous is None:
-      os.environ.pop("CMPL_JAX_CACHE")
-    else:
-      os.environ["CMPL_JAX_CACHE"] = previous
-  return root
+def cache(smoke_cache):
+  return smoke_cache
 
 
 def trainer(cache, workdir, *overrides, stdout=subprocess.PIPE):
@@ -71,13 +59,17 @@ def restore_params(workdir, step=None):
     checkpoints.close()
 
 
-STEPS = ["--config.num_train_steps=10", "--config.checkpoint_every_steps=1",
+# The smoke config's own length (6 steps), so that every trainer process here, and the quickstart
+# notebook's smoke run, compile the same train step: after the first, they load it from the
+# session's compilation cache (tests/conftest.py) instead of compiling it again.
+LAST = 6
+STEPS = [f"--config.num_train_steps={LAST}", "--config.checkpoint_every_steps=1",
          "--config.eval_every_steps=100"]
 
 
 @pytest.fixture(scope="module")
 def reference(cache, tmp_path_factory):
-  """An uninterrupted 10-step run, checkpointing every step (keep_checkpoints=3)."""
+  """An uninterrupted run, checkpointing every step (keep_checkpoints=3)."""
   workdir = str(tmp_path_factory.mktemp("reference") / "run")
   assert trainer(cache, workdir, *STEPS, stdout=subprocess.DEVNULL).wait(timeout=600) == 0
   return workdir
@@ -96,11 +88,11 @@ def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, 
     on_disk = checkpointing.Checkpoints(interrupted, read_only=True)
     first = (on_disk.latest_step() or 0) + 1
     on_disk.close()
-    if first > 9:
+    if first >= LAST:
       break
-    target = rng.randint(first, min(first + 1, 9))   # early enough to leave room for 3 kills
+    target = rng.randint(first, min(first + 1, LAST - 1))   # early: leaves room for more kills
     process = trainer(cache, interrupted, *steps)
-    lines = wait_for_line(process, f"step {target}/10")
+    lines = wait_for_line(process, f"step {target}/{LAST}")
     time.sleep(rng.uniform(0.0, 0.2))
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
@@ -116,31 +108,31 @@ def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, 
 
   step_a, final_a = restore_params(reference)
   step_b, final_b = restore_params(interrupted)
-  assert step_a == step_b == 10
+  assert step_a == step_b == LAST
   jax.tree.map(np.testing.assert_array_equal, final_a, final_b)   # bit for bit
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(cache, tmp_path):
   workdir = str(tmp_path / "run")
-  long_run = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=1000",
-              "--config.eval_every_steps=100000"]
-  process = trainer(cache, workdir, *long_run)
-  wait_for_line(process, "step 3/")
+  no_saves = ["--config.num_train_steps=6", "--config.checkpoint_every_steps=1000",
+              "--config.eval_every_steps=1000"]
+  process = trainer(cache, workdir, *no_saves)
+  wait_for_line(process, "step 1/")   # the stop is agreed at the next step (log_every_steps=1)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=120)
   assert process.returncode == 0, output
   assert "signal 15 received: saved the checkpoint of step" in output
+  assert "done: step" not in output, "stopped early, not at the end of training"
   saved = checkpointing.Checkpoints(workdir, read_only=True)
   step = saved.latest_step()
   saved.close()
-  assert step is not None and 3 <= step < 1000
+  assert step is not None and 1 <= step < 6
 
-  resumed = trainer(cache, workdir, f"--config.num_train_steps={step + 2}",
-                    "--config.eval_every_steps=100000")
+  resumed = trainer(cache, workdir, *no_saves)
   output, _ = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, output
   assert f"resumed from {os.path.join(workdir, 'checkpoints')}/{step}" in output
-  assert f"step {step + 1}/{step + 2}" in output and "done: step" in output
+  assert f"step {step + 1}/6" in output and "done: step 6" in output
 
 
 def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(cache, tmp_path,
@@ -222,14 +214,14 @@ def test_workdir_of_another_model_fails_before_compilation(cache, reference, tmp
 
 def test_interrupted_save_is_never_the_latest_and_old_checkpoints_rotate(reference, tmp_path):
   directory = os.path.join(reference, "checkpoints")
-  assert sorted(os.listdir(directory), key=int) == ["8", "9", "10"]   # keep_checkpoints=3
+  assert sorted(os.listdir(directory), key=int) == [str(LAST - 2), str(LAST - 1), str(LAST)]
   workdir = str(tmp_path / "copy")
   shutil.copytree(reference, workdir)
   # What a save killed mid-write leaves: Orbax's temporary folder, never renamed to its step.
-  partial = os.path.join(workdir, "checkpoints", "11.orbax-checkpoint-tmp-1234567890")
-  shutil.copytree(os.path.join(workdir, "checkpoints", "10"), partial)
+  partial = os.path.join(workdir, "checkpoints", f"{LAST + 1}.orbax-checkpoint-tmp-1234567890")
+  shutil.copytree(os.path.join(workdir, "checkpoints", str(LAST)), partial)
   step, params = restore_params(workdir)
-  assert step == 10
+  assert step == LAST
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
@@ -254,13 +246,16 @@ def test_two_processes_with_gloo_match_one_process_with_the_same_devices(cache, 
          f"--workdir={workdir}", "--config.log_every_steps=1", *common, *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+  # All three at once: each mostly compiles, single-threaded, so they overlap well on 2 cores.
   single = str(tmp_path / "single")
-  output_single, _ = start(single, 4).communicate(timeout=600)
+  reference_run = start(single, 4)
   multi = str(tmp_path / "multi")
   port = _free_port()
   processes = [start(multi, 2, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                      f"--process_id={i}") for i in range(2)]
   outputs = [p.communicate(timeout=600)[0] for p in processes]
+  output_single, _ = reference_run.communicate(timeout=600)
+  assert reference_run.returncode == 0, output_single
   assert [p.returncode for p in processes] == [0, 0], outputs
   assert "4 devices" in outputs[0] and "step 3/3" in outputs[0]
   assert "step 1/3" not in outputs[1], "only process 0 reports"
