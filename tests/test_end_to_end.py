@@ -126,7 +126,8 @@ def test_eval_mode_and_predict_cli(dataset, tmp_path):
   shutil.copytree(finished_cmpl_run(data_dir, tmp_path)[0], workdir)
   os.remove(os.path.join(workdir, "eval_results.json"))
   # Trained on 8 (fake) devices above; evaluated and served here on 1.
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # JAX caches only programs that took >= 1 s to compile; these tiny ones can take less.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env.pop("XLA_FLAGS", None)
   overrides = [f"--config.data.dir={data_dir}", "--config.method=cmpl",
                "--config.data.crop_size=16", "--config.model.primary.name=r3d_10",
