@@ -1,7 +1,7 @@
 """Every test sees 8 fake CPU devices; TensorFlow stays off accelerators and quiet.
 
 Compiled XLA programs go to one persistent compilation cache per test session (JAX's own, the
-one README recommends for preemptible machines): the suite starts ~20 real trainer processes and
+one README recommends for preemptible machines): the suite starts ~10 real trainer processes and
 notebook kernels that compile the same tiny train and eval steps, and on 2 CPU cores compiling
 them, not running them, is most of a test's time. Every program is still compiled once and runs
 for real; what repeats is loaded from disk, as a restarted trainer does in production.
