@@ -47,10 +47,7 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
     if config.method == "cmpl" and not methods.has_auxiliary(config):
       problems.append("config.model.auxiliary.name='': method 'cmpl' needs an auxiliary model; "
                       f"allowed names are {sorted(resnet3d.ARCHITECTURES)}")
-  # Which models to check, without methods.model_names (it raises on the cmpl case above).
-  two_models = methods.has_auxiliary(config) and config.method != "fixmatch"
-  names = ("primary", "auxiliary") if two_models else ("primary",)
-  for name in names:
+  for name in methods.selected_models(config):
     cfg = config.model[name]
     _choice(problems, f"config.model.{name}.name", cfg.name, sorted(resnet3d.ARCHITECTURES))
     if not (isinstance(cfg.width_multiplier, (int, float)) and cfg.width_multiplier > 0):

@@ -24,11 +24,15 @@ def model_names(config: Any) -> tuple[str, ...]:
   method = config.method
   if method not in METHODS:
     raise ValueError(f"config.method={method!r} is not one of {list(METHODS)}")
-  auxiliary = has_auxiliary(config)
-  if method == "cmpl" and not auxiliary:
+  if method == "cmpl" and not has_auxiliary(config):
     raise ValueError("config.method='cmpl' needs config.model.auxiliary.name (a model name); "
                      "use method 'fixmatch' or 'supervised' for a single model")
-  if method == "fixmatch" or not auxiliary:
+  return selected_models(config)
+
+
+def selected_models(config: Any) -> tuple[str, ...]:
+  """The rule of `model_names` without its checks (config_checks reports those itself)."""
+  if config.method == "fixmatch" or not has_auxiliary(config):
     return ("primary",)
   return ("primary", "auxiliary")
 
