@@ -23,14 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
-@pytest.fixture(scope="module")
-def cache(smoke_cache):
-  return smoke_cache
-
-
-def trainer(cache, workdir, *overrides, stdout=subprocess.PIPE):
+def trainer(smoke_cache, workdir, *overrides, stdout=subprocess.PIPE):
   """Starts `main --mode=train` on the smoke config in a fresh process with one CPU device."""
-  env = dict(os.environ, CMPL_JAX_CACHE=cache, PYTHONUNBUFFERED="1")
+  env = dict(os.environ, CMPL_JAX_CACHE=smoke_cache, PYTHONUNBUFFERED="1")
   env.pop("XLA_FLAGS", None)
   command = [sys.executable, "-m", "cmpl_jax.main", "--config=configs/demo.py:cmpl,smoke",
              f"--workdir={workdir}", "--config.log_every_steps=1", *overrides]
@@ -68,14 +63,14 @@ STEPS = [f"--config.num_train_steps={LAST}", "--config.checkpoint_every_steps=1"
 
 
 @pytest.fixture(scope="module")
-def reference(cache, tmp_path_factory):
+def reference(smoke_cache, tmp_path_factory):
   """An uninterrupted run, checkpointing every step (keep_checkpoints=3)."""
   workdir = str(tmp_path_factory.mktemp("reference") / "run")
-  assert trainer(cache, workdir, *STEPS, stdout=subprocess.DEVNULL).wait(timeout=600) == 0
+  assert trainer(smoke_cache, workdir, *STEPS, stdout=subprocess.DEVNULL).wait(timeout=600) == 0
   return workdir
 
 
-def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, reference,
+def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(smoke_cache, reference,
                                                                         tmp_path):
   steps = STEPS
 
@@ -91,7 +86,7 @@ def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, 
     if first >= LAST:
       break
     target = rng.randint(first, min(first + 1, LAST - 1))   # early: leaves room for more kills
-    process = trainer(cache, interrupted, *steps)
+    process = trainer(smoke_cache, interrupted, *steps)
     lines = wait_for_line(process, f"step {target}/{LAST}")
     time.sleep(rng.uniform(0.0, 0.2))
     process.send_signal(signal.SIGKILL)
@@ -101,7 +96,7 @@ def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, 
     for step in on_disk.all_steps():   # every checkpoint left behind restores
       restore_params(interrupted, step)
     on_disk.close()
-  assert trainer(cache, interrupted, *steps, stdout=subprocess.DEVNULL).wait(timeout=600) == 0
+  assert trainer(smoke_cache, interrupted, *steps, stdout=subprocess.DEVNULL).wait(timeout=600) == 0
   assert len(kills) >= 2, kills
   # A start resumed exactly when an earlier one left a checkpoint.
   assert all(resumed == (first > 1) for first, _, resumed in kills), kills
@@ -112,11 +107,11 @@ def test_kill_9_at_random_steps_then_resume_matches_an_uninterrupted_run(cache, 
   jax.tree.map(np.testing.assert_array_equal, final_a, final_b)   # bit for bit
 
 
-def test_sigterm_saves_the_current_step_and_exits_0(cache, tmp_path):
+def test_sigterm_saves_the_current_step_and_exits_0(smoke_cache, tmp_path):
   workdir = str(tmp_path / "run")
   no_saves = ["--config.num_train_steps=6", "--config.checkpoint_every_steps=1000",
               "--config.eval_every_steps=1000"]
-  process = trainer(cache, workdir, *no_saves)
+  process = trainer(smoke_cache, workdir, *no_saves)
   wait_for_line(process, "step 1/")   # the stop is agreed at the next step (log_every_steps=1)
   process.send_signal(signal.SIGTERM)
   output, _ = process.communicate(timeout=120)
@@ -128,16 +123,16 @@ def test_sigterm_saves_the_current_step_and_exits_0(cache, tmp_path):
   saved.close()
   assert step is not None and 1 <= step < 6
 
-  resumed = trainer(cache, workdir, *no_saves)
+  resumed = trainer(smoke_cache, workdir, *no_saves)
   output, _ = resumed.communicate(timeout=600)
   assert resumed.returncode == 0, output
   assert f"resumed from {os.path.join(workdir, 'checkpoints')}/{step}" in output
   assert f"step {step + 1}/6" in output and "done: step 6" in output
 
 
-def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(cache, tmp_path,
+def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(smoke_cache, tmp_path,
                                                                           monkeypatch):
-  monkeypatch.setenv("CMPL_JAX_CACHE", cache)
+  monkeypatch.setenv("CMPL_JAX_CACHE", smoke_cache)
   config = demo.get_config("cmpl,smoke")
   config.batch_size = config.eval.batch_size = jax.device_count()
   config.log_every_steps = config.checkpoint_every_steps = 1
@@ -157,9 +152,9 @@ def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_checkpoint(cache
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
-def test_bad_configurations_fail_before_compilation_naming_the_field(cache, tmp_path,
+def test_bad_configurations_fail_before_compilation_naming_the_field(smoke_cache, tmp_path,
                                                                      monkeypatch):
-  monkeypatch.setenv("CMPL_JAX_CACHE", cache)
+  monkeypatch.setenv("CMPL_JAX_CACHE", smoke_cache)
   cases = {
       "config.batch_size=3": lambda c: setattr(c, "batch_size", 3),
       "config.tau=1.5": lambda c: setattr(c, "tau", 1.5),
@@ -196,9 +191,9 @@ def test_bad_configurations_fail_before_compilation_naming_the_field(cache, tmp_
     loop.train_and_evaluate(config, str(tmp_path / "few"))
 
 
-def test_workdir_of_another_model_fails_before_compilation(cache, reference, tmp_path,
+def test_workdir_of_another_model_fails_before_compilation(smoke_cache, reference, tmp_path,
                                                           monkeypatch):
-  monkeypatch.setenv("CMPL_JAX_CACHE", cache)
+  monkeypatch.setenv("CMPL_JAX_CACHE", smoke_cache)
   workdir = str(tmp_path / "copy")
   shutil.copytree(reference, workdir)
   config = demo.get_config("cmpl,smoke")
@@ -232,14 +227,14 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_with_gloo_match_one_process_with_the_same_devices(cache, tmp_path):
+def test_two_processes_with_gloo_match_one_process_with_the_same_devices(smoke_cache, tmp_path):
   """2 processes x 2 CPU devices (jax.distributed + gloo) == 1 process x 4 devices."""
   common = ["--config.num_train_steps=3", "--config.checkpoint_every_steps=3",
             "--config.eval_every_steps=3", "--config.batch_size=4", "--config.eval.batch_size=4",
             "--config.model.sync_batch_norm=True"]
 
   def start(workdir, devices, *extra):
-    env = dict(os.environ, CMPL_JAX_CACHE=cache, PYTHONUNBUFFERED="1",
+    env = dict(os.environ, CMPL_JAX_CACHE=smoke_cache, PYTHONUNBUFFERED="1",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return subprocess.Popen(
         [sys.executable, "-m", "cmpl_jax.main", "--config=configs/demo.py:cmpl,smoke",
