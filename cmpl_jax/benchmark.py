@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cmpl_jax import methods, train
+from cmpl_jax.data import sampling
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +35,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up).")
   flags.DEFINE_integer("warmup", 2, "Untimed steps first (the first one compiles).")
   flags.DEFINE_integer("num_classes", 101, "Classes of the head (train_step only).")
+  flags.DEFINE_float("seconds", 10.0, "Seconds per timed stream (input_pipeline only).")
   flags.mark_flags_as_required(["config"])
 
 
@@ -42,28 +44,38 @@ def clips_per_step(config) -> int:
   return config.batch_size * (1 + unlabeled)
 
 
-def random_batch(config, num_devices: int, num_classes: int, seed: int = 0):
-  """A host batch shaped like the pipeline's, of random pixels and labels."""
+def default_stored_short_side(config) -> int:
+  """Short side the benchmark assumes frames were stored at: 256 (the paper's preprocessing)
+  for crops of 112 and more, twice the crop below that."""
+  crop = int(config.data.crop_size)
+  return 256 if crop >= 112 else 2 * crop
+
+
+def random_batch(config, num_devices: int, num_classes: int, seed: int = 0,
+                 stored_short_side: int = 0):
+  """A host batch shaped like the pipeline's (decoded windows on the canvas), random pixels."""
   rng = np.random.default_rng(seed)
-  size = config.data.crop_size
+  canvas = sampling.canvas_for(config, stored_short_side or default_stored_short_side(config))
+  offsets_U, _ = sampling.union_offsets(sampling.frame_specs(config))
   b_l = config.batch_size // num_devices
   if b_l * num_devices != config.batch_size:
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                      f"{num_devices} devices")
+  width = min(canvas.width, int(round(canvas.height * 4 / 3)))  # a 4:3 frame on the canvas
 
-  def clips(n, name):
-    shape = (num_devices, n, config.model[name].num_frames, size, size, 3)
-    return rng.integers(0, 256, shape, dtype=np.uint8)
+  def stream(n, first_position):
+    return {"frames": rng.integers(0, 256, (num_devices, n, len(offsets_U), canvas.height,
+                                            canvas.width, 3), dtype=np.uint8),
+            "size": np.broadcast_to(np.array([canvas.height, width], np.int32),
+                                    (num_devices, n, 2)).copy(),
+            "transposed": np.zeros((num_devices, n), bool),
+            "position": (first_position + np.arange(num_devices * n, dtype=np.int32)
+                         ).reshape(num_devices, n),
+            "label": rng.integers(0, num_classes, (num_devices, n)).astype(np.int32)}
 
-  def labels(n):
-    return rng.integers(0, num_classes, (num_devices, n)).astype(np.int32)
-
-  names = methods.model_names(config)
-  batch = {"labeled": {**{n: clips(b_l, n) for n in names}, "label": labels(b_l)}}
+  batch = {"labeled": stream(b_l, 0)}
   if methods.uses_unlabeled(config.method):
-    b_u = b_l * config.mu
-    batch["unlabeled"] = {"weak": {n: clips(b_u, n) for n in names},
-                          "strong": {n: clips(b_u, n) for n in names}, "label": labels(b_u)}
+    batch["unlabeled"] = stream(b_l * config.mu, 0)
   return batch
 
 
@@ -92,31 +104,14 @@ def time_train_step(config, num_classes: int, steps: int, warmup: int) -> dict:
           "clips_per_sec": round(steps * clips_per_step(config) / seconds, 2)}
 
 
-def time_input_pipeline(config, steps: int, warmup: int) -> dict:
-  from cmpl_jax.data import pipeline, splits  # pylint: disable=g-import-not-at-top  (TF)
-  media_ids, labels, classes = pipeline.train_split_labels(config)
-  labeled = splits.labeled_indices(config, media_ids, labels, classes)
-  batches = pipeline.make_train_iterator(
-      config, None, labeled, start_step=0, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_local_devices=jax.local_device_count())
-  for _ in range(max(warmup, 1)):
-    next(batches)
-  start = time.perf_counter()
-  for _ in range(steps):
-    next(batches)
-  seconds = time.perf_counter() - start
-  host_clips = clips_per_step(config) // jax.process_count()
-  return {"steps_per_sec": round(steps / seconds, 3),
-          "clips_per_sec": round(steps * host_clips / seconds, 2)}
-
-
 def main(argv):
   del argv
   config = FLAGS.config
   if FLAGS.what == "train_step":
     figures = time_train_step(config, FLAGS.num_classes, FLAGS.steps, FLAGS.warmup)
   else:
-    figures = time_input_pipeline(config, FLAGS.steps, FLAGS.warmup)
+    from cmpl_jax.data import throughput  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    figures = throughput.measure(config, FLAGS.seconds)
   device = jax.local_devices()[0]
   print(json.dumps({
       "what": FLAGS.what, "method": config.method, "dtype": config.dtype,
@@ -131,5 +126,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from cmpl_jax import console  # pylint: disable=g-import-not-at-top
+  console.quiet_tensorflow()
   _define_flags()
   app.run(main)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cmpl_jax import methods, train
+from cmpl_jax import methods, train, views
 from cmpl_jax.models import resnet3d
 
 BN_BATCHES = ("joint", "separate")
 SOURCES = ("tfrecord", "tfds")
+CONV_IMPLS = ("auto",) + tuple(resnet3d.CONV_IMPLS)
+NUM_CROPS = (1, 3)
 
 
 class ConfigError(ValueError):
@@ -31,6 +33,24 @@ def _batch(problems: list[str], field: str, value: Any, devices: int) -> None:
   if not isinstance(value, int) or value < 1 or value % devices:
     problems.append(f"{field}={value!r}: must be a positive multiple of the {devices} devices "
                     f"(jax.device_count()), e.g. {devices * max(1, -(-int(value or 1) // devices))}")
+
+
+def _non_negative_int(problems: list[str], field: str, value: Any) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    problems.append(f"{field}={value!r}: must be an integer >= 0")
+
+
+def _in_range(problems: list[str], field: str, value: Any, low: float, high: float,
+              low_open: bool = False) -> None:
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+      (low < value if low_open else low <= value) and value <= high)
+  if not ok:
+    problems.append(f"{field}={value!r}: must be in {'(' if low_open else '['}{low:g}, {high:g}]")
+
+
+def _boolean(problems: list[str], field: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    problems.append(f"{field}={value!r}: must be True or False")
 
 
 def _choice(problems: list[str], field: str, value: Any, allowed) -> bool:
@@ -59,8 +79,12 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
     if cfg.get("init_from") and not os.path.isdir(cfg.init_from):
       problems.append(f"config.model.{name}.init_from={cfg.init_from!r}: no such folder")
   _choice(problems, "config.dtype", config.dtype, train.DTYPES)
-  _positive_int(problems, "config.data.crop_size", config.data.crop_size)
+  _choice(problems, "config.model.conv_impl", config.model.get("conv_impl", "auto"), CONV_IMPLS)
+  _boolean(problems, "config.model.sync_batch_norm", config.model.sync_batch_norm)
+  _data_fields(problems, config.data)
   _batch(problems, "config.eval.batch_size", config.eval.batch_size, device_count)
+  _positive_int(problems, "config.eval.num_clips", config.eval.num_clips)
+  _choice(problems, "config.eval.num_crops", config.eval.num_crops, NUM_CROPS)
   source = config.data.get("source", "tfrecord")
   if _choice(problems, "config.data.source", source, SOURCES) and source == "tfrecord":
     synthetic = config.data.get("synthetic")
@@ -93,3 +117,21 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       problems.append(f"config.optim.learning_rate={config.optim.learning_rate!r}: must be > 0")
   if problems:
     raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _data_fields(problems: list[str], data: Any) -> None:
+  """config.data: the views (cmpl_jax/views.py), the host decode and tf.data settings."""
+  _positive_int(problems, "config.data.crop_size", data.crop_size)
+  _in_range(problems, "config.data.min_area", data.min_area, 0, 1, low_open=True)
+  _non_negative_int(problems, "config.data.randaugment_layers", data.randaugment_layers)
+  _in_range(problems, "config.data.randaugment_magnitude", data.randaugment_magnitude, 0,
+            views.MAX_MAGNITUDE)
+  _in_range(problems, "config.data.cutout_fraction", data.cutout_fraction, 0, 1)
+  _non_negative_int(problems, "config.data.decode_short_side", data.decode_short_side)
+  _boolean(problems, "config.data.jpeg_dct_scaling", data.jpeg_dct_scaling)
+  _in_range(problems, "config.data.max_aspect_ratio", data.max_aspect_ratio, 1, 10)
+  if not isinstance(data.num_parallel_calls, int) or data.num_parallel_calls == 0:
+    problems.append(f"config.data.num_parallel_calls={data.num_parallel_calls!r}: must be a "
+                    "positive integer, or -1 for AUTOTUNE")
+  _boolean(problems, "config.data.skip_bad_records", data.skip_bad_records)
+  _positive_int(problems, "config.data.shuffle_buffer", data.shuffle_buffer)

@@ -20,21 +20,20 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from cmpl_jax import train
-from cmpl_jax import workdir as workdir_lib
+from cmpl_jax import fileio, train
 
 RESULTS_FILENAME = "eval_results.json"
 
 
 @functools.lru_cache(maxsize=8)
-def _pmapped_eval_step(models: tuple[tuple[str, Any], ...], dtype: Any):
+def _pmapped_eval_step(models: tuple[tuple[str, Any], ...], spec: train.EvalSpec):
   """One compiled eval step per model set (periodic evaluations reuse it)."""
-  return jax.pmap(functools.partial(train.eval_step, models=dict(models), dtype=dtype),
+  return jax.pmap(functools.partial(train.eval_step, models=dict(models), spec=spec),
                   axis_name=train.AXIS_NAME)
 
 
 def predict_split(models: Mapping[str, Any], params, batch_stats, batches: Iterable[Mapping],
-                  num_examples: int, num_classes: int, dtype: Any,
+                  num_examples: int, num_classes: int, spec: train.EvalSpec,
                   num_skipped: Callable[[], int] = lambda: 0
                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Video-level probabilities {model: [num_examples, K]} and labels [num_examples], in
@@ -46,13 +45,14 @@ def predict_split(models: Mapping[str, Any], params, batch_stats, batches: Itera
   the `num_skipped()` videos the pipeline skipped as bad records (config.data.skip_bad_records),
   which are left out of the returned arrays.
   """
-  p_eval = _pmapped_eval_step(tuple(models.items()), dtype)
+  p_eval = _pmapped_eval_step(tuple(models.items()), spec)
   probs = {name: np.zeros((num_examples, num_classes), np.float32) for name in models}
   labels = np.zeros(num_examples, np.int64)
   seen = np.zeros(num_examples, np.int32)
   start, done = time.time(), 0
   for batch in batches:
-    out = p_eval(params, batch_stats, {name: batch[name] for name in models})
+    out = p_eval(params, batch_stats, {key: batch[key] for key in ("frames", "size",
+                                                                    "transposed")})
     index = np.asarray(batch["index"]).reshape(-1)
     mask = np.asarray(batch["mask"]).reshape(-1).astype(bool)
     label = np.asarray(batch["label"]).reshape(-1)
@@ -122,11 +122,11 @@ def write_results(workdir: str, results: Mapping[str, Any],
                   confusion: Mapping[str, Any] | None = None) -> str:
   """Atomic writes (a crash never leaves a truncated results file)."""
   path = os.path.join(workdir, RESULTS_FILENAME)
-  workdir_lib.write_json(path, results)
+  fileio.write_json(path, results)
   if confusion is not None:
-    workdir_lib.write_json(os.path.join(workdir, f"confusion_{results['split']}.json"),
-                {"classes": list(results["per_class"][next(iter(results["per_class"]))]),
-                 "rows_true_cols_predicted": confusion})
+    fileio.write_json(os.path.join(workdir, f"confusion_{results['split']}.json"),
+                      {"classes": list(results["per_class"][next(iter(results["per_class"]))]),
+                       "rows_true_cols_predicted": confusion})
   return path
 
 

@@ -163,7 +163,7 @@ def run_evaluation(config, models, params, batch_stats, classes: list[str], step
       process_count=jax.process_count(), num_local_devices=jax.local_device_count())
   probs, labels = evaluate.predict_split(
       models, params, batch_stats, prefetch_to_devices(batches), batches.num_examples,
-      len(classes), train.compute_dtype(config), lambda: batches.num_skipped_records)
+      len(classes), train.eval_spec(config), lambda: batches.num_skipped_records)
   return evaluate.summarize(probs, labels, classes, step=step, split=split,
                             num_clips=config.eval.num_clips, num_crops=config.eval.num_crops)
 

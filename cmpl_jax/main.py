@@ -7,11 +7,14 @@
 
 Any config field can be overridden with --config.KEY=VALUE (ml_collections config_flags).
 """
-import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from cmpl_jax import console
+
+console.quiet_tensorflow()  # before anything imports TensorFlow (the input pipeline does)
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file (configs/*.py[:ARG]).",
@@ -53,8 +56,6 @@ def _initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # TensorFlow (input pipeline only) must not take accelerator memory from JAX.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if not FLAGS["verbosity"].present:  # Orbax and clu log every save at INFO; --verbosity=0 shows
     logging.set_verbosity(logging.WARNING)
   if FLAGS.compilation_cache_dir:

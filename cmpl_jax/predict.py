@@ -4,8 +4,9 @@
 
 The video is decoded like the training data was converted (PyAV, same short side and frame
 rate, from workdir/data_info.json), then preprocessed like evaluation: `eval.num_clips`
-uniformly spaced windows x `eval.num_crops` crops of the short-side-resized frames (the same
-integer maths as the tf.data pipeline, cmpl_jax/data/sampling.py), softmax averaged over views.
+uniformly spaced windows (cmpl_jax/data/sampling.py) x `eval.num_crops` crops of the
+short-side-resized frames, taken by the device code evaluation uses (cmpl_jax/views.py),
+softmax averaged over views.
 Exit code 2 with a one-line error for anything that is not a readable video.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -28,7 +28,9 @@ from cmpl_jax.data import sampling, video_io
 
 
 def decode(video_path: str, data_info: dict[str, Any]) -> np.ndarray:
-  """uint8 [T, H, W, 3] frames at the stored short side and frame rate of the training data.
+  """uint8 [T, H, W, 3] frames at the stored short side and frame rate of the training data,
+  upright (a phone video's rotation tag applied) and timed by presentation timestamps, through
+  the converters' own decoding (video_io).
 
   Raises video_io.VideoDecodeError for anything that is not a readable video.
   """
@@ -37,27 +39,24 @@ def decode(video_path: str, data_info: dict[str, Any]) -> np.ndarray:
   return video_io.decode_to_array(video_path, options)[0]
 
 
-def eval_views(frames_TxHxWx3: np.ndarray, config: ml_collections.ConfigDict
-               ) -> dict[str, np.ndarray]:
-  """{model: uint8[V, T_m, S, S, 3]}, views ordered clip-major like the pipeline's."""
-  num_frames, height, width = frames_TxHxWx3.shape[:3]
-  size = int(config.data.crop_size)
-  indices = sampling.eval_clip_indices(num_frames, sampling.frame_specs(config),
-                                       int(config.eval.num_clips))
-  needed = np.unique(np.concatenate([i.reshape(-1) for i in indices.values()]))
-  new_h, new_w = sampling.resized_shape(height, width, size)
-  # Bilinear without antialiasing, as tf.image.resize in the pipeline.
-  resized = jax.image.resize(jnp.asarray(frames_TxHxWx3[needed], jnp.float32),
-                             (len(needed), new_h, new_w, 3), "bilinear", antialias=False)
-  resized = np.clip(np.round(np.asarray(resized)), 0, 255).astype(np.uint8)
-  position = {int(frame): i for i, frame in enumerate(needed)}
-  offsets = sampling.eval_crop_offsets(new_h, new_w, size, int(config.eval.num_crops))
-  views = {}
-  for name, clip_indices_CxT in indices.items():
-    views[name] = np.stack([
-        resized[[position[int(t)] for t in clip], y:y + size, x:x + size]
-        for clip in clip_indices_CxT for (y, x) in offsets])
-  return views
+def eval_windows(frames_NxHxWx3: np.ndarray, config: ml_collections.ConfigDict
+                 ) -> dict[str, np.ndarray]:
+  """One video's eval windows as the pipeline ships them to the device (a batch of one):
+  {'frames': uint8[1, C, U, H, W, 3], 'size': int32[1, 2], 'transposed': bool[1]}.
+
+  The crops are then taken by the same device code as in evaluation (views.eval_views).
+  """
+  num_frames, height, width = frames_NxHxWx3.shape[:3]
+  specs = sampling.frame_specs(config)
+  offsets_U, _ = sampling.union_offsets(specs)
+  starts_C = sampling.eval_window_starts(num_frames, sampling.window_length(specs),
+                                         int(config.eval.num_clips))
+  windows = frames_NxHxWx3[sampling.window_frames(starts_C, offsets_U, num_frames)]
+  transposed = height > width
+  if transposed:  # the canvas convention: long side along the width
+    windows = np.swapaxes(windows, 2, 3)
+  return {"frames": windows[None], "size": np.array([[height, width]], np.int32),
+          "transposed": np.array([transposed])}
 
 
 class Predictor:
@@ -76,13 +75,12 @@ class Predictor:
         template, step, expected_meta=checkpointing.describe(self.config, self.classes))
     self._variables = jax.device_put(variables)
     self._forward = jax.jit(functools.partial(train.eval_step, models=self.models,
-                                              dtype=train.compute_dtype(self.config)))
+                                              spec=train.eval_spec(self.config)))
 
   def probabilities(self, frames_TxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
     """{model: probs_K} (and 'average' for two models) of decoded frames (`decode`)."""
-    views = eval_views(frames_TxHxWx3, self.config)
     probs = self._forward(self._variables["params"], self._variables["batch_stats"],
-                          {name: v[None] for name, v in views.items()})
+                          eval_windows(frames_TxHxWx3, self.config))
     probs = {name: np.asarray(p[0]) for name, p in probs.items()}
     if len(probs) > 1:
       probs["average"] = np.mean(list(probs.values()), axis=0)
@@ -145,5 +143,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from cmpl_jax import console  # pylint: disable=g-import-not-at-top
+  console.quiet_tensorflow()
   _define_flags()
   app.run(main)

@@ -27,6 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from cmpl_jax import fileio
+
 INFO_FILE = "import_info.json"
 VARIABLES_DIR = "variables"
 HEAD = "head"  # module name of the linear classifier in cmpl_jax.models.resnet3d
@@ -47,11 +49,7 @@ def save(directory: str, variables: Mapping[str, Any], info: Mapping[str, Any]) 
     checkpointer.wait_until_finished()
   finally:
     checkpointer.close()
-  tmp_path = info_path + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    json.dump(dict(info), f, indent=2)
-    f.write("\n")
-  os.replace(tmp_path, info_path)
+  fileio.write_atomic(info_path, json.dumps(dict(info), indent=2) + "\n")
 
 
 def load(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:

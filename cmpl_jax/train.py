@@ -5,14 +5,17 @@ that only talk to other devices through `lax` collectives over `axis_name`, so t
 `jax.pmap(..., axis_name='batch')` (what `loop.py` does) or equally under `jax.shard_map` over a
 1-D mesh with that axis name.
 
-A batch is the dict built by `cmpl_jax/data/pipeline.py` (uint8 clips; per device):
-  batch['labeled']   = {'primary': [b_l, T_F, S, S, 3], 'auxiliary': [b_l, T_A, S, S, 3], 'label': [b_l]}
-  batch['unlabeled'] = {'weak': {model: [b_u, T, S, S, 3]}, 'strong': {model: ...}, 'label': [b_u]}
+A batch is the dict built by `cmpl_jax/data/pipeline.py` (per device): for each stream
+'labeled' and 'unlabeled', a window of decoded frames per clip on a canvas,
+  {'frames': uint8[B, U, H, W, 3], 'size': int32[B, 2], 'transposed': bool[B],
+   'position': int32[B], 'label': int32[B]}
+and `model_inputs` turns it into each model's views (cmpl_jax/views.py) first thing in the step:
+  labeled: {model: [B_l, T_m, S, S, 3]}; unlabeled: {'weak': {model: ...}, 'strong': {model: ...}}.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import flax
 import jax
@@ -22,7 +25,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from cmpl_jax import methods, ssl
+from cmpl_jax import methods, ssl, views
+from cmpl_jax.data import sampling
 from cmpl_jax.models import resnet3d
 
 AXIS_NAME = "batch"
@@ -130,6 +134,40 @@ def create_train_state(config: ml_collections.ConfigDict, models: Mapping[str, A
                     opt_state=tx.init(params))
 
 
+# Salt of the view keys: views must not share draws with dropout (which folds other numbers).
+_VIEWS_SALT = 0x76696577
+
+
+def stream_inputs(part: Mapping[str, Any], key: jax.Array, config: ml_collections.ConfigDict,
+                  stream: int, kinds: tuple[str, ...]) -> dict[str, dict[str, jax.Array]]:
+  """{kind: {model: float32[B, T_m, S, S, 3]}} for kinds 'weak' / 'strong' of one stream's
+  part of a batch. Every model crops its own views; all come from the one decoded window."""
+  cfg = views.ViewConfig.from_config(config)
+  _, positions = sampling.union_offsets(sampling.frame_specs(config))
+  keys_B = views.clip_keys(key, stream, part["position"])
+  out = {kind: {} for kind in kinds}
+  for i, (name, model_positions) in enumerate(positions.items()):
+    frames = views.model_frames(part["frames"], model_positions)
+    for j, kind in enumerate(kinds):
+      keys = jax.vmap(lambda k, i=i, j=j: jax.random.fold_in(k, 2 * i + j))(keys_B)
+      make = views.weak_views if kind == "weak" else views.strong_views
+      out[kind][name] = make(keys, frames, part["size"], part["transposed"], cfg)
+  return out
+
+
+def model_inputs(batch: Mapping[str, Any], key: jax.Array, config: ml_collections.ConfigDict
+                 ) -> dict[str, Any]:
+  """Every model's views of the batch's clips, computed here on the device: a labeled clip's
+  weak view per model; an unlabeled clip's weak and strong view per model."""
+  labeled = stream_inputs(batch["labeled"], key, config, sampling.LABELED_STREAM, ("weak",))
+  inputs = {"labeled": dict(labeled["weak"], label=batch["labeled"]["label"])}
+  if "unlabeled" in batch:
+    inputs["unlabeled"] = dict(
+        stream_inputs(batch["unlabeled"], key, config, sampling.UNLABELED_STREAM,
+                      ("weak", "strong")), label=batch["unlabeled"]["label"])
+  return inputs
+
+
 def _model_inputs(batch: Mapping[str, Any], name: str, use_unlabeled: bool) -> list[jax.Array]:
   parts = [batch["labeled"][name]]
   if use_unlabeled:
@@ -151,6 +189,7 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
   """
   use_unlabeled = methods.uses_unlabeled(config.method)
   dtype = compute_dtype(config)
+  batch = model_inputs(batch, jax.random.fold_in(rng, _VIEWS_SALT), config)
   # Different dropout masks per device and per step.
   rng = jax.random.fold_in(jax.random.fold_in(rng, lax.axis_index(axis_name)), state.step)
 
@@ -195,17 +234,41 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
   return new_state, metrics
 
 
+class EvalSpec(NamedTuple):
+  """What the eval step needs of a config (hashable, so one compiled step per spec)."""
+  positions: tuple[tuple[str, tuple[int, ...]], ...]  # (model, its frames in the union)
+  crop_size: int
+  num_crops: int
+  dtype: str
+
+
+def eval_spec(config: ml_collections.ConfigDict) -> EvalSpec:
+  _, positions = sampling.union_offsets(sampling.frame_specs(config))
+  return EvalSpec(tuple(positions.items()), int(config.data.crop_size),
+                  int(config.eval.num_crops), str(compute_dtype(config)))
+
+
+def eval_inputs(batch: Mapping[str, Any], spec: EvalSpec) -> dict[str, jax.Array]:
+  """{model: float32[B, V, T_m, S, S, 3]}: the eval views (views.eval_views) of a batch of
+  videos {'frames': uint8[B, C, U, H, W, 3], 'size', 'transposed'}; V = C x crops."""
+  fn = functools.partial(views.eval_views, crop_size=spec.crop_size, num_crops=spec.num_crops)
+  all_views = jax.vmap(fn)(batch["frames"], batch["size"], batch["transposed"])
+  return {name: all_views[:, :, jnp.asarray(pos)] for name, pos in spec.positions}
+
+
 def eval_step(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
               batch: Mapping[str, Any], *, models: Mapping[str, resnet3d.ResNet3D],
-              dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+              spec: EvalSpec) -> dict[str, jax.Array]:
   """Video-level class probabilities per model: softmax averaged over the V views.
 
-  batch[name] is uint8 `[b, V, T, S, S, 3]` (V = clips x crops per video); returns
-  {name: probs_BxK}. Per-device and collective-free: results are gathered on the host.
+  `batch` holds decoded eval windows (see `eval_inputs`); returns {name: probs_BxK}.
+  Per-device and collective-free: results are gathered on the host.
   """
+  dtype = jnp.dtype(spec.dtype)
+  inputs = eval_inputs(batch, spec)
   probs = {}
   for name, model in models.items():
-    clips = batch[name]
+    clips = inputs[name]
     b, v = clips.shape[:2]
     logits = model.apply({"params": params[name], "batch_stats": batch_stats[name]},
                          resnet3d.normalize(clips.reshape(b * v, *clips.shape[2:]), dtype),

@@ -7,7 +7,8 @@
   eval_results.json, confusion_<split>.json   written by evaluate.py
   events.out.tfevents.*   TensorBoard scalars written by clu (`read_scalars` reads them back,
                    e.g. to plot curves in a notebook)
-All JSON files are written atomically: a crash never leaves a truncated one.
+All JSON files are written atomically (cmpl_jax/fileio.py): a crash never leaves a truncated
+one. A workdir may be local or on gs://.
 """
 from __future__ import annotations
 
@@ -17,16 +18,16 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
+
+from cmpl_jax import fileio
 
 CONFIG_FILENAME = "config.json"
 DATA_INFO_FILENAME = "data_info.json"
 
 
-def write_json(path: str, content: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(content, f, indent=1)
-  os.replace(tmp, path)
+# Kept under this name for the callers that write workdir files through this module.
+write_json = fileio.write_json
 
 
 def save_run(workdir: str, config: ml_collections.ConfigDict, data_info: dict[str, Any]) -> None:
@@ -36,14 +37,12 @@ def save_run(workdir: str, config: ml_collections.ConfigDict, data_info: dict[st
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """(training config, data info) saved at training start."""
-  paths = [os.path.join(workdir, name) for name in (CONFIG_FILENAME, DATA_INFO_FILENAME)]
+  paths = [epath.Path(workdir) / name for name in (CONFIG_FILENAME, DATA_INFO_FILENAME)]
   for path in paths:
-    if not os.path.exists(path):
+    if not path.exists():
       raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir")
-  with open(paths[0]) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(paths[1]) as f:
-    return config, json.load(f)
+  config = ml_collections.ConfigDict(json.loads(paths[0].read_text()))
+  return config, json.loads(paths[1].read_text())
 
 
 def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -49,6 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.labeled_seed = 0          # which class-balanced subset
   config.data.crop_size = 112           # training / eval crop (pixels, square)
   config.data.min_area = 0.25           # scale jitter: crop area in [min_area, 1] of the frame
+  # Host decode (cmpl_jax/data/clips.py): frames go to the device at this short side (0 = the
+  # smallest JPEG DCT scale of the stored frames that still covers crop_size), on a canvas
+  # max_aspect_ratio times as wide (wider frames are centre-cropped along the long side).
+  config.data.decode_short_side = 0
+  config.data.jpeg_dct_scaling = True   # decode JPEGs at 1/2, 1/4, 1/8 scale where that suffices
+  config.data.max_aspect_ratio = 4 / 3  # UCF-101 is 4:3; Kinetics-400 (mostly 16:9) sets 16/9
   config.data.randaugment_layers = 2    # strong view: RandAugment ops per clip
   config.data.randaugment_magnitude = 10  # strong view: op strength in [0, 30]
   config.data.cutout_fraction = 0.5     # strong view: cutout square side, fraction of crop_size

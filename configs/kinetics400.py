@@ -18,6 +18,7 @@ def get_config(arg: str = "cmpl_1pct"):
   config = default.get_config()
   config.data.eval_split = "validation"
   config.data.crop_size = 224
+  config.data.max_aspect_ratio = 16 / 9  # mostly 16:9 videos; wider ones are centre-cropped
   config.batch_size = 16
   config.mu = 7
   config.optim.learning_rate = 0.2

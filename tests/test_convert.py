@@ -191,9 +191,14 @@ def test_ucf_metadata(ucf_out):
   assert set(skipped) == {("v_YoYo_g03_c01.avi", "train"), ("v_YoYo_g02_c01.avi", "test")}
   assert skipped[("v_YoYo_g03_c01.avi", "train")].startswith("missing")
   assert "video" in skipped[("v_YoYo_g02_c01.avi", "test")]
-  assert all(os.path.exists(os.path.join(out, f + convert.SIDECAR_SUFFIX))
+  assert all(os.path.exists(records.sidecar_path(out, f))
              for info in (train, test) for f in info["files"])
-  assert not [f for f in os.listdir(out) if ".incomplete" in f]
+  assert sorted(os.listdir(out)) == sorted(
+      [records.METADATA_FILENAME, records.SHARD_INDEX_DIRNAME] + train["files"] + test["files"])
+  for split, info in metadata["splits"].items():  # what DMVR/Scenic/TFDS-style readers do
+    plain = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(f"{out}/{split}.tfrecord-*")))
+    assert sorted(records.parse_example(r)["media_id"].numpy().decode() for r in plain) == \
+        sorted(info["media_ids"])
 
 
 def test_ucf_records_exact_offsets_and_contents(ucf_out):
@@ -259,12 +264,14 @@ def test_resume_redoes_only_missing_or_unfinished_shards(ucf, tmp_path, monkeypa
   names = first["splits"]["train"]["files"] + first["splits"]["test"]["files"]
   mtimes = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in names}
   os.remove(os.path.join(out, names[0]))  # shard and sidecar gone
-  os.remove(os.path.join(out, names[0] + convert.SIDECAR_SUFFIX))
-  os.remove(os.path.join(out, names[1] + convert.SIDECAR_SUFFIX))  # crash before sidecar
-  with open(os.path.join(out, names[2] + ".incomplete.12345"), "wb") as f:
-    f.write(b"half a shard")
-  with open(os.path.join(out, "train.tfrecord-00000-of-00099"), "wb") as f:
-    f.write(b"stale shard of another plan")
+  os.remove(records.sidecar_path(out, names[0]))
+  os.remove(records.sidecar_path(out, names[1]))  # crash before sidecar
+  # A sidecar where versions before .shard_index/ wrote it is moved, its shard kept.
+  os.rename(records.sidecar_path(out, names[3]), os.path.join(out, names[3] + ".index.json"))
+  for name in (f".{names[2]}.incomplete.1", f"{names[2]}.incomplete.2",  # new, old temporaries
+               "train.tfrecord-00000-of-00099", ".shard_index/train.tfrecord-00000-of-00099.json"):
+    with open(os.path.join(out, name), "wb") as f:
+      f.write(b"stale")
   decoded = []
   real_decode = video_io.decode_to_jpeg
   monkeypatch.setattr(video_io, "decode_to_jpeg", lambda p, o: decoded.append(p) or
@@ -274,8 +281,9 @@ def test_resume_redoes_only_missing_or_unfinished_shards(ucf, tmp_path, monkeypa
   assert second == first
   for n in names[2:]:
     assert os.stat(os.path.join(out, n)).st_mtime_ns == mtimes[n], n
-  assert sorted(os.listdir(out)) == sorted(
-      ["metadata.json"] + names + [n + convert.SIDECAR_SUFFIX for n in names])
+  assert sorted(os.listdir(out)) == sorted(["metadata.json", records.SHARD_INDEX_DIRNAME] + names)
+  assert sorted(os.listdir(os.path.join(out, records.SHARD_INDEX_DIRNAME))) == \
+      sorted(n + ".json" for n in names)
   _check_split_records(out, second["splits"]["train"])
 
   # A crash mid-run keeps the shards finished before it; other settings redo everything.

@@ -5,12 +5,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmpl_jax.data import clips, pipeline, records, sampling, splits, streams, tfds_source
+import jax
+import tensorflow.experimental.numpy as tnp
+
+from cmpl_jax import train
+from cmpl_jax.data import pipeline, records, sampling, splits, streams, tfds_source
 from configs import default
 import data_fixtures as fixtures
 
 PRIMARY, AUXILIARY = sampling.FrameSpec(3, 4), sampling.FrameSpec(8, 2)  # window 16, offsets 2, 0
 WINDOW = 16
+SPECS = {"primary": PRIMARY, "auxiliary": AUXILIARY}
+OFFSETS_U, POSITIONS = sampling.union_offsets(SPECS)   # the auxiliary's 8 frames; primary 1, 3, 5
+CANVAS = (40, 54)  # 40x48 frames, crop 32: no DCT scaling (20 < 32), width ceil(40 * 4/3)
 
 
 def small_config(data_dir="", **data):
@@ -52,6 +59,11 @@ def train_iterator(config, labeled, start_step=0, process_index=0, process_count
       process_count=process_count, num_local_devices=devices)
 
 
+def canvas_indices(frames_UxHxWx3, size):
+  """int[U]: stored frame index of each canvas frame (its valid region, padding excluded)."""
+  return fixtures.frame_indices_of(frames_UxHxWx3[:, :size[0], :size[1]])
+
+
 def window_start_of(primary_T, auxiliary_T, frame_counts):
   """The window start explaining both models' frames (for some video length), else None."""
   for n in frame_counts:
@@ -85,16 +97,32 @@ def train_batches(data_dir, labeled):
 # --------------------------------------------------------------------------- sampling
 
 
-def test_tf_sampling_agrees_with_numpy():
-  for (num_frames, stride), n in itertools.product([(3, 4), (8, 2), (8, 8), (32, 2)],
-                                                   [5, 12, 64, 100]):
-    starts = np.arange(0, 40)
-    tf_indices = clips.clip_indices(tf.constant(starts), num_frames, stride, 64, n).numpy()
-    for start, row in zip(starts, tf_indices):
-      np.testing.assert_array_equal(row, sampling.clip_indices(start, num_frames, stride, 64, n))
+def test_sampling_maths_runs_unchanged_in_numpy_and_tf():
   for n, num_clips in itertools.product([1, 7, 16, 63, 64, 65, 301], [1, 2, 3, 10]):
-    np.testing.assert_array_equal(clips.eval_window_starts(tf.constant(n), 64, num_clips),
-                                  sampling.eval_window_starts(n, 64, num_clips))
+    starts = sampling.eval_window_starts(n, 64, num_clips)
+    np.testing.assert_array_equal(
+        sampling.eval_window_starts(tf.constant(n), 64, num_clips, xp=tnp), starts)
+    np.testing.assert_array_equal(
+        sampling.window_frames(tf.constant(starts), OFFSETS_U, tf.constant(n)),
+        sampling.window_frames(starts, OFFSETS_U, n))
+  for start, n in itertools.product(range(40), [5, 12, 64]):  # the union holds every model's
+    union = sampling.window_frames(np.array([start], np.int32), OFFSETS_U, n)[0]
+    for name, spec in SPECS.items():
+      np.testing.assert_array_equal(union[list(POSITIONS[name])],
+                                    sampling.clip_indices(start, *spec, WINDOW, n))
+
+
+def test_canvas_uses_the_jpeg_scale_the_crop_needs():
+  config = small_config()
+  config.data.crop_size = 112
+  assert sampling.canvas_for(config, 256) == (128, 171, 2)
+  config.data.crop_size = 224
+  assert sampling.canvas_for(config, 256) == (256, 342, 1)
+  config.data.jpeg_dct_scaling = False
+  config.data.crop_size = 112
+  assert sampling.canvas_for(config, 256) == (256, 342, 1)
+  config.data.jpeg_dct_scaling, config.data.decode_short_side = True, 64
+  assert sampling.canvas_for(config, 256) == (64, 86, 4)
 
 
 def test_models_share_one_centred_window():
@@ -132,17 +160,17 @@ def test_stream_epochs_are_permutations_of_the_index_set():
 def test_train_batch_shapes_and_dtypes(train_batches, labeled, data_dir):
   assert pipeline.class_names(small_config(data_dir)) == list(fixtures.CLASSES)
   batch = train_batches[0]
-  s = 32
   assert set(batch) == {"labeled", "unlabeled"}
-  assert set(batch["labeled"]) == {"primary", "auxiliary", "label"}
-  assert batch["labeled"]["primary"].shape == (2, 2, 3, s, s, 3)
-  assert batch["labeled"]["auxiliary"].shape == (2, 2, 8, s, s, 3)
-  assert batch["labeled"]["label"].shape == (2, 2) and batch["labeled"]["label"].dtype == np.int32
-  for view in ("weak", "strong"):
-    assert batch["unlabeled"][view]["primary"].shape == (2, 4, 3, s, s, 3)
-    assert batch["unlabeled"][view]["auxiliary"].shape == (2, 4, 8, s, s, 3)
-    assert batch["unlabeled"][view]["primary"].dtype == np.uint8
-  assert batch["unlabeled"]["label"].shape == (2, 4)
+  for stream, b in (("labeled", 2), ("unlabeled", 4)):
+    part = batch[stream]
+    assert set(part) == {"frames", "size", "transposed", "position", "label"}
+    assert part["frames"].shape == (2, b, len(OFFSETS_U)) + CANVAS + (3,)
+    assert part["frames"].dtype == np.uint8 and part["label"].dtype == np.int32
+    assert np.all(part["size"] == [40, 48]) and not part["transposed"].any()
+    assert np.all(part["frames"][..., 48:, :] == 0)  # padding
+  np.testing.assert_array_equal(flat(batch["labeled"]["position"]), np.arange(4))
+  np.testing.assert_array_equal(flat(batch["unlabeled"]["position"]), np.arange(8))
+  np.testing.assert_array_equal(flat(train_batches[1]["unlabeled"]["position"]), 8 + np.arange(8))
   labels = records.read_metadata(data_dir)["splits"]["train"]["labels"]
   assert set(flat(batch["labeled"]["label"])) <= {labels[i] for i in labeled}
 
@@ -151,13 +179,29 @@ def test_both_models_frames_lie_in_one_window(train_batches, data_dir):
   counts = set(records.read_metadata(data_dir)["splits"]["train"]["num_frames"])
   starts = []
   for batch in train_batches:
-    for group in (batch["labeled"], batch["unlabeled"]["weak"]):
-      for primary, auxiliary in zip(flat(group["primary"]), flat(group["auxiliary"])):
-        start = window_start_of(fixtures.frame_indices_of(primary),
-                                fixtures.frame_indices_of(auxiliary), counts)
+    for part in (batch["labeled"], batch["unlabeled"]):
+      for frames, size in zip(flat(part["frames"]), flat(part["size"])):
+        union = canvas_indices(frames, size)
+        start = window_start_of(union[list(POSITIONS["primary"])],
+                                union[list(POSITIONS["auxiliary"])], counts)
         assert start is not None
         starts.append(start)
   assert len(set(starts)) > 3  # Window starts are random.
+
+
+def test_device_views_of_a_batch_come_from_its_window(train_batches, data_dir):
+  """Weak and strong views of both models (RandAugment and Cutout off, so flat frames stay
+  flat) show the frames of the clip's one window, each model at its own frame rate."""
+  config = small_config(data_dir, randaugment_layers=0, cutout_fraction=0.0)
+  host = jax.tree.map(lambda x: x[0], train_batches[0])  # device 0
+  inputs = jax.jit(lambda b, k: train.model_inputs(b, k, config))(host, jax.random.key(0))
+  for name in SPECS:
+    assert inputs["labeled"][name].shape == (2, SPECS[name].num_frames, 32, 32, 3)
+    for i, frames in enumerate(host["unlabeled"]["frames"]):
+      window = canvas_indices(frames, host["unlabeled"]["size"][i])[list(POSITIONS[name])]
+      for kind in ("weak", "strong"):
+        np.testing.assert_array_equal(
+            fixtures.frame_indices_of(np.asarray(inputs["unlabeled"][kind][name][i])), window)
 
 
 def test_same_seed_and_resume_give_identical_batches(train_batches, data_dir, labeled):
@@ -173,7 +217,7 @@ def test_host_slices_concatenate_to_the_global_batch(train_batches, data_dir, la
            for p in range(2)]
   for step in range(2):
     parts = [next(host) for host in hosts]
-    assert parts[0]["labeled"]["primary"].shape[:2] == (2, 1)  # 2 devices x 1 clip per host
+    assert parts[0]["labeled"]["frames"].shape[:2] == (2, 1)  # 2 devices x 1 clip per host
     glob = dict(leaves(train_batches[step]))
     for key, value in glob.items():
       joined = np.concatenate([flat(dict(leaves(part))[key]) for part in parts])
@@ -185,8 +229,8 @@ def test_single_model_supervised_batches(data_dir, labeled):
   config.method = "supervised"
   config.model.auxiliary = None
   batch = next(train_iterator(config, labeled, devices=4))
-  assert set(batch) == {"labeled"} and set(batch["labeled"]) == {"primary", "label"}
-  assert batch["labeled"]["primary"].shape == (4, 1, 3, 32, 32, 3)
+  assert set(batch) == {"labeled"}
+  assert batch["labeled"]["frames"].shape == (4, 1, 3) + CANVAS + (3,)  # the primary's 3 frames
   with pytest.raises(ValueError, match=r"config.batch_size=4 .* 2 \* 4 = 8"):
     train_iterator(config, labeled, process_count=2, devices=4)
 
@@ -209,7 +253,7 @@ def test_eval_covers_the_split_exactly_once(data_dir, process_count, devices, ba
     assert len(batches) == len(iterator)
     for batch in batches:
       b = batch_size // (process_count * devices)
-      assert batch["primary"].shape == (devices, b, 1, 3, 32, 32, 3)
+      assert batch["frames"].shape == (devices, b, 1, len(OFFSETS_U)) + CANVAS + (3,)
       assert batch["mask"].dtype == bool and batch["index"].dtype == np.int32
       index, mask = flat(batch["index"]), flat(batch["mask"])
       seen.extend(index[mask].tolist())
@@ -219,22 +263,22 @@ def test_eval_covers_the_split_exactly_once(data_dir, process_count, devices, ba
   assert padding == len(iterator) * batch_size - 6
 
 
-def test_eval_views_are_uniform_windows_times_crops(data_dir):
+def test_eval_windows_are_uniform_and_cover_each_video(data_dir):
   info = records.read_metadata(data_dir)["splits"]["test"]
   iterator = pipeline.make_eval_iterator(small_config(data_dir), None, process_index=0,
                                          process_count=1, num_local_devices=2)
-  specs = {"primary": PRIMARY, "auxiliary": AUXILIARY}
   for batch in iterator:
     for i, (index, mask) in enumerate(zip(flat(batch["index"]), flat(batch["mask"]))):
       if not mask:
         continue
       assert flat(batch["label"])[i] == info["labels"][index]
-      expected = sampling.eval_clip_indices(info["num_frames"][index], specs, 2)
-      for name in specs:
-        views = flat(batch[name])[i]
-        assert views.shape[0] == 6  # 2 clips x 3 crops, clip-major
-        for v, view in enumerate(views):
-          np.testing.assert_array_equal(fixtures.frame_indices_of(view), expected[name][v // 3])
+      expected = sampling.eval_clip_indices(info["num_frames"][index], SPECS, 2)
+      windows = flat(batch["frames"])[i]
+      assert windows.shape[0] == 2  # clips; the 3 crops are taken on the device
+      for c, window in enumerate(windows):
+        union = canvas_indices(window, flat(batch["size"])[i])
+        for name in SPECS:
+          np.testing.assert_array_equal(union[list(POSITIONS[name])], expected[name][c])
 
 
 # --------------------------------------------------------------------------- bad records
@@ -293,18 +337,19 @@ def test_tfds_source_end_to_end(tmp_path):
   labeled = splits.class_balanced_subset(labels, len(classes), 50, seed=0)
   iterator = train_iterator(config, labeled)
   batches = [next(iterator) for _ in range(2)]
-  assert batches[0]["unlabeled"]["strong"]["auxiliary"].shape == (2, 4, 8, 32, 32, 3)
+  assert batches[0]["unlabeled"]["frames"].shape == (2, 4, len(OFFSETS_U)) + CANVAS + (3,)
   assert set(flat(batches[0]["labeled"]["label"])) <= {labels[i] for i in labeled}
-  for primary, auxiliary in zip(flat(batches[1]["labeled"]["primary"]),
-                                flat(batches[1]["labeled"]["auxiliary"])):
-    assert window_start_of(fixtures.frame_indices_of(primary),
-                           fixtures.frame_indices_of(auxiliary), (12, 16, 24, 40)) is not None
+  for frames, size in zip(flat(batches[1]["labeled"]["frames"]),
+                          flat(batches[1]["labeled"]["size"])):
+    union = canvas_indices(frames, size)
+    assert window_start_of(union[list(POSITIONS["primary"])], union[list(POSITIONS["auxiliary"])],
+                           (12, 16, 24, 40)) is not None
   assert_same_batches(next(train_iterator(config, labeled)), batches[0])
   hosts = [next(train_iterator(config, labeled, process_index=p, process_count=2, devices=1))
            for p in range(2)]
   np.testing.assert_array_equal(
-      np.concatenate([flat(h["unlabeled"]["weak"]["primary"]) for h in hosts]),
-      flat(batches[0]["unlabeled"]["weak"]["primary"]))
+      np.concatenate([flat(h["unlabeled"]["frames"]) for h in hosts]),
+      flat(batches[0]["unlabeled"]["frames"]))
   resumed = train_iterator(config, labeled, start_step=1)
   assert_same_batches(next(resumed), batches[1])
   evaluation = pipeline.make_eval_iterator(config, None, process_index=0, process_count=1,

@@ -4,12 +4,14 @@ r"""Converts a video dataset to sharded TFRecords (JPEG frames) + metadata.json.
       --splits_dir=ucfTrainTestlist --split_id=1 --output_dir=OUT [--short_side=256 --fps=0]
   python -m cmpl_jax.data.convert --dataset=kinetics400 --input_dir=VIDEOS \
       --annotations_dir=CSVS --output_dir=OUT [--num_workers=N]
+  python -m cmpl_jax.data.convert --dataset=folder --input_dir=DIR --output_dir=OUT [--fps=25]
 
-Each shard is one task for a pool of worker processes. A shard is written under a temporary
-name, renamed when complete, then described by a sidecar `<shard>.index.json`; re-running
-the same command after an interruption keeps every shard whose sidecar matches and redoes the
-rest, and metadata.json is rebuilt from the sidecars. Videos that are missing or cannot be
-decoded are listed under `skipped` in metadata.json and never stop the run.
+Each shard is one task for a pool of worker processes. A shard is written under a hidden
+temporary name, renamed when complete, then described by a sidecar `.shard_index/<shard>.json`
+(records.py: nothing but shards matches the `{split}.tfrecord-*` glob); re-running the same
+command after an interruption keeps every shard whose sidecar matches and redoes the rest, and
+metadata.json is rebuilt from the sidecars. Videos that are missing or cannot be decoded are
+listed under `skipped` in metadata.json and never stop the run.
 """
 from __future__ import annotations
 
@@ -19,30 +21,28 @@ import multiprocessing
 import os
 import queue
 import random
-import re
 import time
 from typing import Any, Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the worker processes
+from cmpl_jax import console
+
+console.quiet_tensorflow()  # here, not under __main__: spawned workers import this module too
 
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tqdm  # pylint: disable=g-import-not-at-top
 
-from cmpl_jax.data import kinetics, records, ucf101, video_io  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from cmpl_jax import fileio
+from cmpl_jax.data import folder, kinetics, records, ucf101, video_io
+# pylint: enable=g-import-not-at-top
 
-DATASETS = ("ucf101", "kinetics400")
+DATASETS = ("ucf101", "kinetics400", "folder")
 # At short side 256 a 7 s UCF-101-like clip takes <= 6.2 MB (benchmarks/convert_speed.py, on
 # noisy synthetic frames that compress worse than real ones): shards of a few hundred MB,
 # ~100 shards for UCF-101 and ~2,400 for Kinetics-400: enough files to spread over hosts and
 # workers, few enough to keep file handles and GCS requests cheap.
 DEFAULT_VIDEOS_PER_SHARD = 100
-SIDECAR_SUFFIX = ".index.json"
-_TMP_SUFFIX = ".incomplete"  # + ".<pid>": a stray worker of a killed run never shares a file
-
-
-def _tmp_path(path: str) -> str:
-  return f"{path}{_TMP_SUFFIX}.{os.getpid()}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,10 @@ class ShardTask:
   def path(self) -> str:
     return os.path.join(self.output_dir, records.shard_filename(self.split, self.index, self.count))
 
+  @property
+  def sidecar_path(self) -> str:
+    return records.sidecar_path(self.output_dir, os.path.basename(self.path))
+
   def identity(self) -> dict[str, Any]:
     """What a finished shard must match to be reused: same videos and labels, same frame
     settings (decoder threads do not change the frames, so they are left out)."""
@@ -66,15 +70,9 @@ class ShardTask:
     return {"plan": [[v["media_id"], v["label"]] for v in self.videos], "options": options}
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
-  with tf.io.gfile.GFile(_tmp_path(path), "w") as f:
-    json.dump(data, f)
-  tf.io.gfile.rename(_tmp_path(path), path, overwrite=True)
-
-
 def finished_sidecar(task: ShardTask) -> dict[str, Any] | None:
   """The sidecar of `task` if its shard is complete and matches the current plan, else None."""
-  sidecar_path = task.path + SIDECAR_SUFFIX
+  sidecar_path = task.sidecar_path
   if not (tf.io.gfile.exists(task.path) and tf.io.gfile.exists(sidecar_path)):
     return None
   try:
@@ -95,7 +93,7 @@ def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: N
   kept: dict[str, list[Any]] = {k: [] for k in
                                 ("media_ids", "labels", "lengths", "num_frames", "frame_rates")}
   skipped, warnings = [], []
-  with tf.io.TFRecordWriter(_tmp_path(task.path)) as writer:
+  with tf.io.TFRecordWriter(records.temporary_shard_path(task.path)) as writer:
     for video in task.videos:
       entry = {"path": video["path"], "media_id": video["media_id"], "split": task.split}
       try:
@@ -116,11 +114,11 @@ def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: N
         if decoded.warning:
           warnings.append({**entry, "reason": decoded.warning})
       progress(1)
-  tf.io.gfile.rename(_tmp_path(task.path), task.path, overwrite=True)
+  tf.io.gfile.rename(records.temporary_shard_path(task.path), task.path, overwrite=True)
   sidecar = {"shard": os.path.basename(task.path), "split": task.split, **task.identity(),
              "file_size": tf.io.gfile.stat(task.path).length, "records": kept,
              "skipped": skipped, "warnings": warnings}
-  _write_json_atomic(task.path + SIDECAR_SUFFIX, sidecar)
+  fileio.write_json(task.sidecar_path, sidecar, indent=None)
   return sidecar
 
 
@@ -181,43 +179,12 @@ def plan_shards(output_dir: str, split: str, videos: Sequence[dict[str, Any]],
           for i in range(count)]
 
 
-def remove_stale_files(output_dir: str, split: str, tasks: Sequence[ShardTask]) -> None:
-  """Deletes shards/sidecars/temporaries of `split` that the current plan does not produce
-  (e.g. a previous run with another --videos_per_shard), so a glob never mixes the two."""
-  keep = {os.path.basename(t.path) + s for t in tasks for s in ("", SIDECAR_SUFFIX)}
-  pattern = re.compile(re.escape(split) + r"\.tfrecord-\d{5}-of-\d{5}")
-  for name in tf.io.gfile.listdir(output_dir):
-    if pattern.match(name) and name not in keep:
-      tf.io.gfile.remove(os.path.join(output_dir, name))
-
-
-def build_metadata(dataset: str, classes: Sequence[str], options: video_io.DecodeOptions,
-                   sidecars: dict[str, list[dict[str, Any]]], listing_skipped: list[dict],
-                   extra: dict[str, Any]) -> dict[str, Any]:
-  """metadata.json (design brief section 3) from the shard sidecars, in file then record order."""
-  splits, skipped, warnings = {}, list(listing_skipped), []
-  for split, split_sidecars in sidecars.items():
-    info = {"num_examples": 0, "files": [], "media_ids": [], "labels": [], "file_index": [],
-            "offsets": [], "lengths": [], "num_frames": [], "frame_rates": []}
-    for file_index, sidecar in enumerate(split_sidecars):
-      kept = sidecar["records"]
-      info["files"].append(sidecar["shard"])
-      for key in ("media_ids", "labels", "lengths", "num_frames", "frame_rates"):
-        info[key].extend(kept[key])
-      info["file_index"].extend([file_index] * len(kept["lengths"]))
-      info["offsets"].extend(records.payload_offsets(kept["lengths"]))
-      skipped.extend(sidecar["skipped"])
-      warnings.extend(sidecar["warnings"])
-    info["num_examples"] = len(info["media_ids"])
-    splits[split] = info
-  return {"dataset": dataset, "classes": list(classes), "frame_rate": float(options.fps),
-          "short_side": int(options.short_side), "splits": splits, "skipped": skipped,
-          "warnings": warnings, "conversion": {**dataclasses.asdict(options), **extra}}
-
-
 def list_dataset(dataset: str, input_dir: str, splits_dir: str | None, split_id: int,
-                 annotations_dir: str | None):
-  """(classes, {split: [video]}, skipped) from the dataset's own release files."""
+                 annotations_dir: str | None, output_dir: str | None = None):
+  """(classes, {split: [video]}, skipped) from the dataset's own release files (folder: the
+  videos found, one unlabeled split)."""
+  if dataset == "folder":
+    return folder.list_videos(input_dir, exclude=[output_dir] if output_dir else [])
   if dataset == "ucf101":
     if not splits_dir:
       raise ValueError("--splits_dir is required for --dataset=ucf101 (the ucfTrainTestlist "
@@ -274,7 +241,7 @@ def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | 
   if not output_dir:
     raise ValueError("--output_dir is required")
   classes, videos, listing_skipped = list_dataset(dataset, input_dir, splits_dir, split_id,
-                                                  annotations_dir)
+                                                  annotations_dir, output_dir)
   options = video_io.DecodeOptions(short_side=short_side, fps=float(fps),
                                    jpeg_quality=jpeg_quality, max_frames=max_frames,
                                    threads=decode_threads)
@@ -284,7 +251,7 @@ def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | 
            "seed": seed}
   if dataset == "ucf101":
     extra.update(splits_dir=os.path.abspath(splits_dir), split_id=split_id)
-  else:
+  elif dataset == "kinetics400":
     extra.update(annotations_dir=os.path.abspath(annotations_dir))
   return Plan(dataset, classes, tasks, listing_skipped, options, output_dir, extra)
 
@@ -296,14 +263,14 @@ def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
   tf.io.gfile.makedirs(plan.output_dir)
   done: dict[tuple[str, int], dict[str, Any]] = {}
   for split, tasks in plan.tasks.items():
-    remove_stale_files(plan.output_dir, split, tasks)
+    records.remove_stale_files(plan.output_dir, split, [os.path.basename(t.path) for t in tasks])
     for task in tasks:
       sidecar = finished_sidecar(task)
       if sidecar is not None:
         done[(split, task.index)] = sidecar
   todo = [t for tasks in plan.tasks.values() for t in tasks if (t.split, t.index) not in done]
   total_shards = sum(len(tasks) for tasks in plan.tasks.values())
-  print(f"{plan.dataset}: {len(plan.classes)} classes, "
+  print(f"{plan.dataset}: {len(plan.classes) or 'no'} classes, "
         + ", ".join(f"{s}: {sum(len(t.videos) for t in ts)} videos"
                     for s, ts in plan.tasks.items())
         + f", {len(plan.listing_skipped)} listed but not usable (see skipped); "
@@ -313,8 +280,10 @@ def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
   for task, sidecar in zip(todo, run_tasks(todo, num_workers)):
     done[(task.split, task.index)] = sidecar
   sidecars = {split: [done[(split, t.index)] for t in tasks] for split, tasks in plan.tasks.items()}
-  metadata = build_metadata(plan.dataset, plan.classes, plan.options, sidecars,
-                            plan.listing_skipped, plan.extra)
+  metadata = records.build_metadata(
+      plan.dataset, plan.classes, sidecars, plan.listing_skipped,
+      frame_rate=plan.options.fps, short_side=plan.options.short_side,
+      conversion={**dataclasses.asdict(plan.options), **plan.extra})
   path = records.write_metadata(plan.output_dir, metadata)
   print(summary(metadata, plan.output_dir, time.time() - started) + f"\nmetadata: {path}",
         flush=True)
@@ -358,7 +327,8 @@ def _define_flags() -> None:
   CLIs with their own --seed or --dataset) never collides with other flag definitions."""
   flags.DEFINE_enum("dataset", None, DATASETS, "Which release layout --input_dir holds.")
   flags.DEFINE_string("input_dir", None, "UCF-101: the folder of class folders (UCF-101/). "
-                      "Kinetics: the folder holding the clips, in any subfolders.")
+                      "Kinetics: the folder holding the clips, in any subfolders. Folder: any "
+                      "tree of videos (one unlabeled split).")
   flags.DEFINE_string("output_dir", None, "Where the shards and metadata.json are written.")
   flags.DEFINE_string("splits_dir", None, "UCF-101 only: ucfTrainTestlist/ (classInd.txt, "
                       "trainlist0N.txt, testlist0N.txt).")

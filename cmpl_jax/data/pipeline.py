@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from cmpl_jax import methods
-from cmpl_jax.data import clips, records, tfds_source
+from cmpl_jax.data import clips, records, sampling, tfds_source
 from cmpl_jax.data.streams import (LABELED_STREAM, UNLABELED_STREAM, RecordTable, eval_stream,
                                    plain, train_stream)
 
@@ -116,39 +116,19 @@ def class_names(config: Any, data_dir: str | None = None) -> list[str]:
 # --------------------------------------------------------------------------- training
 
 
-def make_train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
-                       start_step: int, process_index: int, process_count: int,
-                       num_local_devices: int, labeled_decode_and_crop: bool | None = None,
-                       unlabeled_decode_and_crop: bool = False) -> tf.data.Dataset:
-  """The host's training batches as a tf.data.Dataset (see `make_train_iterator`).
-
-  Leaves also carry `_bad`, `_bad_index`, `_ok` (skip accounting; the iterator removes them).
-  The decode flags choose the decoding strategy (clips.py). Defaults, from
-  benchmarks/input_pipeline.py: unlabeled clips decode each frame once; labeled clips decode
-  only their crop with a single model, and each frame once with two models (the primary's
-  frames are a subset of the auxiliary's, so decoding the union is cheaper than two crops).
-  """
-  return _train_dataset(
-      config, data_dir, labeled_indices, start_step=start_step, process_index=process_index,
-      process_count=process_count, num_local_devices=num_local_devices,
-      labeled_decode_and_crop=labeled_decode_and_crop,
-      unlabeled_decode_and_crop=unlabeled_decode_and_crop)[0]
-
-
 def _train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
                    start_step: int, process_index: int, process_count: int,
-                   num_local_devices: int, labeled_decode_and_crop: bool | None = None,
-                   unlabeled_decode_and_crop: bool = False
-                   ) -> tuple[tf.data.Dataset, RecordTable | None]:
-  """make_train_dataset, also returning the RecordTable (None for tfds) for error messages."""
+                   num_local_devices: int) -> tuple[tf.data.Dataset, RecordTable | None]:
+  """The host's training batches, and the RecordTable (None for tfds) for error messages.
+
+  Leaves also carry `_bad`, `_bad_index`, `_ok` (skip accounting; the iterator removes them).
+  """
   source = _check_source(config)
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}")
   supervised = not methods.uses_unlabeled(config.method)
-  if not supervised and int(config.mu) < 1:
-    raise ValueError(f"config.mu must be >= 1 for method {config.method!r}, got {config.mu}")
   labeled_batch = int(config.batch_size)
   _host_batch(labeled_batch, "config.batch_size", process_count, num_local_devices)  # Checks.
   labeled_indices = [int(i) for i in labeled_indices]
@@ -163,6 +143,7 @@ def _train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[
   if source == "tfds":
     tfds_streams = tfds_source.train_sources(config, data_dir, labeled_indices)
     jpeg = tfds_streams["jpeg"]
+    stored = tfds_source.stored_short_side(config, data_dir)
   else:
     table = RecordTable(_data_dir(config, data_dir), config.data.train_split)
     if table.num_examples == 0:
@@ -171,30 +152,24 @@ def _train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[
     if bad:
       raise ValueError(f"labeled indices out of range [0, {table.num_examples}) of split "
                        f"{config.data.train_split!r}: {bad[:10]}")
-    jpeg = True
-  maker = clips.ClipMaker(config, jpeg=jpeg)
-  if labeled_decode_and_crop is None:
-    labeled_decode_and_crop = len(maker.specs) == 1
+    jpeg, stored = True, table.stored_short_side()
+  maker = clips.ClipMaker(config, sampling.canvas_for(config, stored), jpeg=jpeg)
 
   def stream(stream_id, global_batch, example_fn, index_set):
     kind = "labeled" if stream_id == LABELED_STREAM else "unlabeled"
     kwargs = dict(common, stream_id=stream_id, global_batch=global_batch,
-                  placeholder=lambda: maker.placeholder(kind))
+                  placeholder=lambda: maker.placeholder("train"))
     if source == "tfds":
       ds = tfds_source.train_stream(tfds_streams[kind], example_fn, **kwargs)
     else:
       ds = train_stream(table, index_set, example_fn, **kwargs)
     return _to_devices(ds, global_batch // process_count, num_local_devices)
 
-  labeled = stream(
-      LABELED_STREAM, labeled_batch, lambda frames, label, seed: maker.labeled(
-          frames, label, seed, decode_and_crop=labeled_decode_and_crop), labeled_indices)
+  labeled = stream(LABELED_STREAM, labeled_batch, maker.train, labeled_indices)
   if supervised:
     return _with_options(labeled.map(plain(lambda batch: {"labeled": batch}))), table
-  unlabeled = stream(
-      UNLABELED_STREAM, labeled_batch * int(config.mu), lambda frames, label, seed:
-      maker.unlabeled(frames, label, seed, decode_and_crop=unlabeled_decode_and_crop),
-      None if source == "tfds" else list(range(table.num_examples)))
+  unlabeled = stream(UNLABELED_STREAM, labeled_batch * int(config.mu), maker.train,
+                     None if source == "tfds" else list(range(table.num_examples)))
   ds = tf.data.Dataset.zip(labeled, unlabeled)
   return _with_options(ds.map(plain(lambda lab, unl: {"labeled": lab, "unlabeled": unl}))), table
 
@@ -347,12 +322,14 @@ def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = No
   table = None
   if source == "tfds":
     source_ds, num_examples, jpeg = tfds_source.eval_source(config, data_dir, split)
+    stored = tfds_source.stored_short_side(config, data_dir)
   else:
     table = RecordTable(_data_dir(config, data_dir), split)
     num_examples, jpeg = table.num_examples, True
+    stored = RecordTable(_data_dir(config, data_dir), config.data.train_split).stored_short_side()
   if num_examples == 0:
     raise ValueError(f"split {split!r} has no examples")
-  maker = clips.ClipMaker(config, jpeg=jpeg)
+  maker = clips.ClipMaker(config, sampling.canvas_for(config, stored), jpeg=jpeg)
   num_batches = -(-num_examples // global_batch)
   if source == "tfds":
     ds = tfds_source.eval_stream(source_ds, num_examples, maker, num_batches=num_batches,

@@ -5,15 +5,19 @@ context `clip/media_id`, `clip/label/index`, `clip/label/string`, `image/frame_r
 `image/height`, `image/width`; feature list `image/encoded` with one JPEG per frame.
 
 `metadata.json` beside the shards indexes every split so training can pick labeled subsets
-(and read single records, see `record_locations`) without scanning the records.
+(and read single records, see `record_locations`) without scanning the records. Unlabeled
+splits (`--dataset=folder`) store label index -1 and an empty label string, and have no classes.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Sequence
 
 import tensorflow as tf
+
+from cmpl_jax import fileio
 
 FRAMES_KEY = "image/encoded"
 MEDIA_ID_KEY = "clip/media_id"
@@ -93,6 +97,59 @@ def shard_filename(split: str, index: int, count: int) -> str:
   return f"{split}.tfrecord-{index:05d}-of-{count:05d}"
 
 
+# The converter's per-shard bookkeeping (design brief section 3: nothing beside the shards may
+# match the `{split}.tfrecord-*` glob that DMVR/Scenic/TFDS-style readers use):
+#   OUTPUT_DIR/.shard_index/<shard>.json     sidecar of a finished shard (what it holds)
+#   OUTPUT_DIR/.<shard>.incomplete.<pid>     a shard being written (hidden: no glob reaches it)
+SHARD_INDEX_DIRNAME = ".shard_index"
+
+
+_LEGACY_SIDECAR_SUFFIX = ".index.json"  # older versions wrote sidecars beside their shard
+
+
+def sidecar_path(output_dir: str, shard_name: str) -> str:
+  return os.path.join(output_dir, SHARD_INDEX_DIRNAME, shard_name + ".json")
+
+
+def temporary_shard_path(path: str) -> str:
+  """Where the shard `path` is written before it is complete: `.<shard>.incomplete.<pid>`,
+  hidden, in the same folder (so the final rename is atomic; the pid keeps a stray worker of a
+  killed run off the file)."""
+  return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.incomplete.{os.getpid()}")
+
+
+def split_file_pattern(split: str) -> re.Pattern[str]:
+  """Matches every name the converter may leave for `split`, in OUTPUT_DIR or in
+  .shard_index/: shards, sidecars, and temporaries (leading dot), including the sidecars
+  (`<shard>.index.json`) and temporaries that older versions wrote beside the shards."""
+  return re.compile(r"^\.?" + re.escape(split) + r"\.tfrecord-\d{5}-of-\d{5}")
+
+
+def remove_stale_files(output_dir: str, split: str, shard_names: Sequence[str]) -> None:
+  """Deletes every file of `split` (see `split_file_pattern`) but the shards `shard_names`
+  and their sidecars: leftovers of a run with another --videos_per_shard, temporaries of a
+  killed run, so a glob never mixes two plans. A sidecar that an older version wrote beside a
+  planned shard is moved into .shard_index/ instead, so a conversion interrupted before an
+  upgrade still resumes."""
+  pattern, planned = split_file_pattern(split), set(shard_names)
+  index_dir = os.path.join(output_dir, SHARD_INDEX_DIRNAME)
+  for name in tf.io.gfile.listdir(output_dir):
+    if not pattern.match(name) or name in planned:
+      continue
+    path, shard = os.path.join(output_dir, name), name[:-len(_LEGACY_SIDECAR_SUFFIX)]
+    if (name.endswith(_LEGACY_SIDECAR_SUFFIX) and shard in planned
+        and not tf.io.gfile.exists(sidecar_path(output_dir, shard))):
+      tf.io.gfile.makedirs(index_dir)
+      tf.io.gfile.rename(path, sidecar_path(output_dir, shard))
+    else:
+      tf.io.gfile.remove(path)
+  if tf.io.gfile.isdir(index_dir):
+    keep = {os.path.basename(sidecar_path(output_dir, name)) for name in planned}
+    for name in tf.io.gfile.listdir(index_dir):
+      if pattern.match(name) and name not in keep:
+        tf.io.gfile.remove(os.path.join(index_dir, name))
+
+
 def payload_offsets(payload_lengths: Sequence[int]) -> list[int]:
   """Byte offset of each record's payload in a TFRecord file holding these records in order.
 
@@ -106,14 +163,35 @@ def payload_offsets(payload_lengths: Sequence[int]) -> list[int]:
   return offsets
 
 
+def build_metadata(dataset: str, classes: Sequence[str],
+                   sidecars: dict[str, list[dict[str, Any]]], listing_skipped: list[dict], *,
+                   frame_rate: float, short_side: int, conversion: dict[str, Any]
+                   ) -> dict[str, Any]:
+  """metadata.json (design brief section 3) from the converter's shard sidecars, in file then
+  record order. `conversion` (the settings) is recorded as is."""
+  splits, skipped, warnings = {}, list(listing_skipped), []
+  for split, split_sidecars in sidecars.items():
+    info = {"num_examples": 0, "files": [], "media_ids": [], "labels": [], "file_index": [],
+            "offsets": [], "lengths": [], "num_frames": [], "frame_rates": []}
+    for file_index, sidecar in enumerate(split_sidecars):
+      kept = sidecar["records"]
+      info["files"].append(sidecar["shard"])
+      for key in ("media_ids", "labels", "lengths", "num_frames", "frame_rates"):
+        info[key].extend(kept[key])
+      info["file_index"].extend([file_index] * len(kept["lengths"]))
+      info["offsets"].extend(payload_offsets(kept["lengths"]))
+      skipped.extend(sidecar["skipped"])
+      warnings.extend(sidecar["warnings"])
+    info["num_examples"] = len(info["media_ids"])
+    splits[split] = info
+  return {"dataset": dataset, "classes": list(classes), "frame_rate": float(frame_rate),
+          "short_side": int(short_side), "splits": splits, "skipped": skipped,
+          "warnings": warnings, "conversion": dict(conversion)}
+
+
 def write_metadata(output_dir: str, metadata: dict[str, Any]) -> str:
   """Writes metadata.json atomically (a crash never leaves a half-written index)."""
-  path = os.path.join(output_dir, METADATA_FILENAME)
-  tmp_path = path + ".tmp"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    json.dump(metadata, f, indent=1)
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
-  return path
+  return fileio.write_json(os.path.join(output_dir, METADATA_FILENAME), metadata)
 
 
 def read_metadata(data_dir: str) -> dict[str, Any]:

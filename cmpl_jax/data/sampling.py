@@ -19,11 +19,16 @@ stretching the stride; repeating the last frame would instead show a frozen scen
 """
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from cmpl_jax import methods
+
+# Stream ids: salt of every random draw of a training stream (host window choice, device views).
+LABELED_STREAM = 0
+UNLABELED_STREAM = 1
 
 
 class FrameSpec(NamedTuple):
@@ -37,11 +42,7 @@ def frame_specs(config: Any) -> dict[str, FrameSpec]:
   specs = {}
   for name in methods.model_names(config):
     model = config.model[name]
-    spec = FrameSpec(int(model.num_frames), int(model.frame_stride))
-    if spec.num_frames < 1 or spec.stride < 1:
-      raise ValueError(f"config.model.{name}: num_frames and frame_stride must be >= 1, got "
-                       f"num_frames={spec.num_frames}, frame_stride={spec.stride}")
-    specs[name] = spec
+    specs[name] = FrameSpec(int(model.num_frames), int(model.frame_stride))
   return specs
 
 
@@ -85,23 +86,45 @@ def clip_indices(start: int, num_frames: int, stride: int, window: int,
   return indices_T.astype(np.int32)
 
 
+def union_offsets(specs: dict[str, FrameSpec]) -> tuple[tuple[int, ...], dict[str, tuple[int, ...]]]:
+  """(offsets_U, {model: positions}): the distinct window offsets any model samples, sorted,
+  and where each model's frames sit among them. The host decodes the U union frames once; the
+  device picks each model's frames by these static positions (views.model_frames).
+  """
+  window = window_length(specs)
+  per_model = {name: [clip_offset(s.num_frames, s.stride, window) + s.stride * t
+                      for t in range(s.num_frames)] for name, s in specs.items()}
+  offsets_U = tuple(sorted({o for offsets in per_model.values() for o in offsets}))
+  where = {o: u for u, o in enumerate(offsets_U)}
+  return offsets_U, {name: tuple(where[o] for o in offsets) for name, offsets in per_model.items()}
+
+
+def window_frames(starts_C: Any, offsets_U: Sequence[int], num_video_frames: Any) -> Any:
+  """int[C, U] stored-frame indices of C windows' union frames (looping for short videos).
+
+  Plain arithmetic: the same line serves numpy arrays and TF tensors (int32 starts).
+  """
+  return (starts_C[:, None] + np.asarray(offsets_U, np.int32)) % num_video_frames
+
+
 def max_window_start(num_video_frames: int, window: int) -> int:
   """Largest window start inside the video (0 when the video is shorter than the window)."""
   return max(int(num_video_frames) - int(window), 0)
 
 
-def eval_window_starts(num_video_frames: int, window: int, num_clips: int) -> np.ndarray:
+def eval_window_starts(num_video_frames: Any, window: int, num_clips: int, xp: Any = np) -> Any:
   """int32[num_clips] uniformly spaced window starts covering the video (SlowFast-style).
 
   One clip: the centre window. Several: the first window starts at frame 0 and the last ends at
-  the last frame. Integer maths (floor), so the TF port gives identical starts.
+  the last frame. Integer maths (floor) written once for numpy and, with
+  `xp=tf.experimental.numpy`, for TF tensors (the tf.data pipeline).
   """
   if num_clips < 1:
     raise ValueError(f"config.eval.num_clips must be >= 1, got {num_clips}")
-  delta = max_window_start(num_video_frames, window)
+  delta = xp.maximum(xp.asarray(num_video_frames, xp.int32) - window, 0)
   if num_clips == 1:
-    return np.array([delta // 2], np.int32)
-  return ((delta * np.arange(num_clips, dtype=np.int64)) // (num_clips - 1)).astype(np.int32)
+    return xp.asarray(xp.reshape(delta // 2, [1]), xp.int32)
+  return xp.asarray((delta * xp.arange(num_clips, dtype=xp.int32)) // (num_clips - 1), xp.int32)
 
 
 def eval_clip_indices(num_video_frames: int, specs: dict[str, FrameSpec], num_clips: int
@@ -114,32 +137,67 @@ def eval_clip_indices(num_video_frames: int, specs: dict[str, FrameSpec], num_cl
           for name, spec in specs.items()}
 
 
-def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+def resized_shape(height: Any, width: Any, short_side: int, xp: Any = np) -> tuple[Any, Any]:
   """(height, width) after resizing the short side to `short_side`, keeping the aspect ratio.
 
-  The long side is rounded to the nearest pixel (integer maths, ported exactly to TF).
+  The long side is rounded to the nearest pixel. Integer maths written once for numpy and,
+  with `xp=jax.numpy`, for traced values (the device's eval views, cmpl_jax/views.py).
   """
-  if height < 1 or width < 1:
-    raise ValueError(f"bad frame size {height}x{width}")
-  short, long = min(height, width), max(height, width)
-  new_long = max((long * short_side + short // 2) // short, short_side)
-  return (short_side, new_long) if height <= width else (new_long, short_side)
+  short, long = xp.minimum(height, width), xp.maximum(height, width)
+  new_long = xp.maximum((long * short_side + short // 2) // short, short_side)
+  portrait = height > width
+  return xp.where(portrait, new_long, short_side), xp.where(portrait, short_side, new_long)
 
 
-def eval_crop_offsets(height: int, width: int, crop_size: int, num_crops: int
-                      ) -> list[tuple[int, int]]:
-  """(y, x) top-left corners of the eval crops of a frame of this (already resized) size.
+def eval_crop_offsets(height: Any, width: Any, crop_size: int, num_crops: int, xp: Any = np
+                      ) -> Any:
+  """int[num_crops, 2] (y, x) top-left corners of the eval crops in a frame of this (already
+  resized) size; numpy or, with `xp=jax.numpy`, traced values.
 
   1 crop: centre. 3 crops: start / centre / end along the long side (left/centre/right for
   landscape and square frames, top/centre/bottom for portrait), centred on the short side.
   """
-  if num_crops not in (1, 3):
-    raise ValueError(f"config.eval.num_crops must be 1 or 3, got {num_crops}")
-  if height < crop_size or width < crop_size:
-    raise ValueError(f"frame {height}x{width} is smaller than the crop {crop_size}")
   centre_y, centre_x = (height - crop_size) // 2, (width - crop_size) // 2
+  pair = lambda y, x: xp.stack([xp.asarray(y, xp.int32), xp.asarray(x, xp.int32)])
   if num_crops == 1:
-    return [(centre_y, centre_x)]
-  if height > width:  # Portrait: top / centre / bottom.
-    return [(0, centre_x), (centre_y, centre_x), (height - crop_size, centre_x)]
-  return [(centre_y, 0), (centre_y, centre_x), (centre_y, width - crop_size)]
+    return xp.stack([pair(centre_y, centre_x)])
+  portrait = xp.stack([pair(0, centre_x), pair(centre_y, centre_x),
+                       pair(height - crop_size, centre_x)])
+  landscape = xp.stack([pair(centre_y, 0), pair(centre_y, centre_x),
+                        pair(centre_y, width - crop_size)])
+  return xp.where(height > width, portrait, landscape)
+
+
+# --------------------------------------------------------------------------- canvas
+
+JPEG_RATIOS = (8, 4, 2, 1)
+
+
+class Canvas(NamedTuple):
+  """Static frame layout of a run: canvas height/width and the JPEG DCT decode ratio."""
+  height: int
+  width: int
+  jpeg_ratio: int
+
+
+def canvas_for(config: Any, stored_short_side: int) -> Canvas:
+  """The canvas of `config` for frames stored at `stored_short_side`.
+
+  config.data.decode_short_side = 0 picks Hc = the smallest JPEG scale of the stored frames
+  whose short side still covers config.data.crop_size (with jpeg_dct_scaling; else the stored
+  short side): 256-pixel frames decode at 128 for 112 crops and at 256 for 224 crops.
+  """
+  crop = int(config.data.crop_size)
+  stored = int(stored_short_side)
+  if stored < 1:
+    raise ValueError(f"stored short side {stored} is not positive")
+  wanted = int(config.data.decode_short_side) or None
+  scaling = bool(config.data.jpeg_dct_scaling)
+  ratio = 1
+  for r in JPEG_RATIOS:
+    scaled = -(-stored // r)
+    if scaling and scaled >= (wanted or crop):
+      ratio = r
+      break
+  height = wanted or -(-stored // ratio)
+  return Canvas(height, int(math.ceil(height * float(config.data.max_aspect_ratio))), ratio)

@@ -13,6 +13,8 @@ from typing import IO, Any, Sequence
 
 import numpy as np
 
+from cmpl_jax import fileio
+
 LABELED_IDS_FILENAME = "labeled_ids.txt"
 _KINETICS_ID = re.compile(r"^(?P<youtube_id>[\w-]{11})_(?P<start>\d+)_(?P<end>\d+)$")
 
@@ -138,14 +140,5 @@ def write_labeled_ids(workdir: str, media_ids: Sequence[str]) -> str:
 
   The file is itself a valid `config.data.labeled_list`, so a run can be repeated exactly.
   """
-  path = os.path.join(workdir, LABELED_IDS_FILENAME)
-  text = "".join(f"{media_id}\n" for media_id in media_ids)
-  if "://" in workdir:
-    with _open(path, "w") as f:
-      f.write(text)
-    return path
-  os.makedirs(workdir, exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-  return path
+  return fileio.write_atomic(os.path.join(workdir, LABELED_IDS_FILENAME),
+                             "".join(f"{media_id}\n" for media_id in media_ids))

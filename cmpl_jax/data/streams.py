@@ -15,9 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from cmpl_jax.data import records
-
-LABELED_STREAM = 0
-UNLABELED_STREAM = 1
+from cmpl_jax.data.sampling import LABELED_STREAM, UNLABELED_STREAM  # pylint: disable=unused-import
 # skip_bad_records: a bad training video is replaced by the next one of the permutation, up to
 # MAX_ATTEMPTS - 1 times; an element whose MAX_ATTEMPTS videos are all bad is an error.
 MAX_ATTEMPTS = 4
@@ -51,6 +49,7 @@ class RecordTable:
     metadata = records.read_metadata(data_dir)
     info = self.split_info(metadata, split, data_dir)
     self.split = split
+    self.metadata_short_side = int(metadata.get("short_side") or 0)
     self.num_classes = len(metadata.get("classes", [])) or None
     self.media_ids: list[str] = list(info["media_ids"])
     self.num_examples = len(self.media_ids)
@@ -96,6 +95,14 @@ class RecordTable:
     return tf.data.FixedLengthRecordDataset(
         tf.gather(self._files, file), record_bytes=length, header_bytes=offset,
         footer_bytes=tf.gather(self._sizes, file) - offset - length)
+
+  def stored_short_side(self) -> int:
+    """The short side the converter stored frames at (metadata.json), or, for data converted
+    with --short_side=0 (sizes kept), that of the first record's frames."""
+    if self.metadata_short_side > 0 or not self.num_examples:
+      return self.metadata_short_side
+    parsed = records.parse_example(next(iter(self.read(tf.constant(0, tf.int64)))))
+    return int(min(int(parsed["height"]), int(parsed["width"])))
 
   def describe(self, video: tf.Tensor) -> tf.Tensor:
     """'record R of FILE (media id M, split index I)' as a string tensor."""
@@ -184,6 +191,11 @@ def extras(bad: Any, bad_index: Any, ok: Any = True) -> dict[str, tf.Tensor]:
           "_ok": tf.cast(ok, tf.bool)}
 
 
+def with_position(example: dict[str, Any], k: tf.Tensor) -> dict[str, Any]:
+  """The element's stream position rides along: the device keys its views with it."""
+  return dict(example, position=tf.cast(k, tf.int32))
+
+
 def interleave(positions: tf.data.Dataset, element_fn: Callable[..., tf.data.Dataset],
                parallel: int) -> tf.data.Dataset:
   """One element per position, in position order, `parallel` produced at a time."""
@@ -210,13 +222,13 @@ def train_stream(table: RecordTable, index_set: Sequence[int], example_fn: Examp
       def make(serialized):
         parsed = table.parse_checked(serialized)
         example = example_fn(parsed["frames_T"], parsed["label"], element_seed)
-        return dict(example, **extras(a, videos[0] if a else -1))
+        return with_position(dict(example, **extras(a, videos[0] if a else -1)), k)
       return table.read(videos[a]).map(plain(make))
 
     description = tf.strings.reduce_join(tf.stack([table.describe(v) for v in videos]),
                                          separator="; ")
     final = tf.data.Dataset.from_tensors(k).map(plain(lambda _: raise_bad_record(
-        description, dict(placeholder(), **extras(num_attempts, videos[0])))))
+        description, with_position(dict(placeholder(), **extras(num_attempts, videos[0])), k))))
     return guarded([attempt(a) for a in range(num_attempts)], final)
 
   positions = tf.data.Dataset.counter(start_step * host_batch).map(

@@ -45,6 +45,7 @@ import av
 import numpy as np
 import tqdm
 
+from cmpl_jax import fileio
 from cmpl_jax.data import synthetic_scene
 from cmpl_jax.data.synthetic_scene import MOTIONS, SHAPES
 
@@ -208,17 +209,7 @@ def _write_one(job: tuple[str, ClassSpec, int, int, int, int, int, float]) -> st
 
 def _write_text(path: str, lines: Sequence[str]) -> None:
   """Writes CRLF-terminated lines (as in the real ucfTrainTestlist) atomically."""
-  tmp_path = path + ".tmp"
-  with open(tmp_path, "w", encoding="ascii", newline="") as f:
-    f.writelines(line + "\r\n" for line in lines)
-  os.replace(tmp_path, path)
-
-
-def _write_json(path: str, value: dict[str, Any]) -> None:
-  tmp_path = path + ".tmp"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp_path, path)
+  fileio.write_atomic(path, "".join(line + "\r\n" for line in lines), encoding="ascii")
 
 
 def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -273,7 +264,7 @@ def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
     raise ValueError(f"--output_dir={output_dir} already holds a UCF-101 folder that this "
                      f"generator did not write; pick another folder")
   os.makedirs(splits_dir, exist_ok=True)
-  _write_json(config_path, {**settings, "complete": False})
+  fileio.write_json(config_path, {**settings, "complete": False})
 
   jobs, entries = [], []  # entries: (label, relpath, group)
   for label, spec in enumerate(specs):
@@ -324,7 +315,7 @@ def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
                  num_videos=len(jobs), num_written=counts["written"],
                  num_skipped=counts["skipped"], splits=split_counts,
                  seconds=round(time.time() - start, 2), **settings)
-  _write_json(config_path, {**summary, "complete": True})
+  fileio.write_json(config_path, {**summary, "complete": True})
   return summary
 
 
@@ -361,6 +352,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  from cmpl_jax import console  # pylint: disable=g-import-not-at-top
+  console.quiet_tensorflow()  # every CLI: a console with the project's own lines only
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)

@@ -83,6 +83,17 @@ def class_names(config: Any, data_dir: str | None) -> list[str]:
   return list(_builder(config, data_dir).info.features["label"].names)
 
 
+def stored_short_side(config: Any, data_dir: str | None) -> int:
+  """Short side of the dataset's frames: from its feature shape, else its first frame."""
+  builder = _builder(config, data_dir)
+  shape = builder.info.features["video"].shape  # (T, H, W, 3), H/W None when they vary
+  if shape[1] and shape[2]:
+    return int(min(shape[1], shape[2]))
+  first = next(iter(_read(builder, config.data.train_split, shuffle_files=False).take(1)))
+  return int(min(tf.io.extract_jpeg_shape(first["video"][0])[:2]) if _is_jpeg(builder) else
+             min(tf.shape(tf.io.decode_image(first["video"][0], channels=3))[:2]))
+
+
 def train_sources(config: Any, data_dir: str | None, labeled_indices: Sequence[int]
                   ) -> dict[str, Any]:
   """{'labeled': ds, 'unlabeled': ds (both infinite, encoded), 'jpeg': bool}."""
@@ -123,13 +134,15 @@ def train_stream(source: tf.data.Dataset, example_fn: streams.ExampleFn, *, seed
 
   def element(position, ex):
     element_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
-    attempt = tf.data.Dataset.from_tensors(ex).map(plain(lambda ex: dict(
-        example_fn(ex["video"], ex["label"], element_seed), **streams.extras(0, -1))))
+    attempt = tf.data.Dataset.from_tensors(ex).map(plain(lambda ex: streams.with_position(dict(
+        example_fn(ex["video"], ex["label"], element_seed), **streams.extras(0, -1)), position)))
     if skip_bad:
-      value = lambda _: dict(placeholder(), **streams.extras(1, -1, ok=False))
+      value = lambda _: streams.with_position(
+          dict(placeholder(), **streams.extras(1, -1, ok=False)), position)
     else:
-      value = lambda _: streams.raise_bad_record(tf.strings.join(["TFDS example ", ex["tfds_id"]]),
-                                                 dict(placeholder(), **streams.extras(1, -1)))
+      value = lambda _: streams.raise_bad_record(
+          tf.strings.join(["TFDS example ", ex["tfds_id"]]),
+          streams.with_position(dict(placeholder(), **streams.extras(1, -1)), position))
     return streams.guarded([attempt], tf.data.Dataset.from_tensors(position).map(plain(value)))
 
   ds = streams.interleave(ds, element, parallel)

@@ -1,9 +1,19 @@
-"""Video file -> frames: PyAV decode, fps resampling, resize, then JPEG (converters) or arrays.
+"""Video file -> frames: PyAV decode, fps resampling, resize, upright, then JPEG or arrays.
 
-One decoding path, so both datasets store frames identically and prediction on a single file
+One decoding path, so every converter stores frames identically and prediction on a single file
 (`decode_to_array`) sees what training saw. Free of TensorFlow, so
 TF-free tools (design brief section 7) can use it. Its cost bounds conversion speed: per kept
 frame, decode + scale to RGB (FFmpeg swscale) + JPEG (Pillow, via PyAV's `to_image`).
+
+What real files need, each covered by tests/test_video_io.py:
+- Timestamps: frames are timed by their presentation timestamps (H.264/HEVC with B-frames
+  come out of the decoder already in presentation order; packets are not), relative to the
+  first frame, so variable frame rate files (phones, screen captures) resample by time, not by
+  frame count: `--fps` keeps the frame nearest each instant k/fps.
+- Rotation: phones store portrait video as landscape frames plus a display-matrix rotation
+  (side data; older FFmpeg builds exposed it as the stream tag `rotate`). The frames are turned
+  upright, so the stored height/width are those of the upright picture. A mirror in the matrix
+  (rare) is not applied.
 """
 from __future__ import annotations
 
@@ -15,11 +25,12 @@ from typing import Any, Callable, Iterator
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+from PIL import Image
 
 from cmpl_jax.data import sampling
 
-# Container extensions looked for when walking an input folder.
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi")
+# Container extensions looked for when walking an input folder (compared lower-cased).
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
 # Rates outside this range are treated as "unknown" (some containers report 90000 or 0).
 _MIN_PLAUSIBLE_FPS, _MAX_PLAUSIBLE_FPS = 1.0, 240.0
@@ -62,7 +73,10 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
   """(height, width) with the shorter side scaled to `short_side` (0 keeps the size)."""
   if short_side <= 0:
     return height, width
-  return sampling.resized_shape(height, width, short_side)
+  if height < 1 or width < 1:
+    raise ValueError(f"bad frame size {height}x{width}")
+  new_height, new_width = sampling.resized_shape(height, width, short_side)
+  return int(new_height), int(new_width)
 
 
 def _native_rate(stream: av.video.stream.VideoStream) -> float | None:
@@ -114,11 +128,30 @@ def _select(timed: Iterator[tuple[float, av.VideoFrame]], fps: float, rate: floa
       k += 1
 
 
+def quarter_turns(stream: av.video.stream.VideoStream, frame: av.VideoFrame) -> int:
+  """Counter-clockwise quarter turns (np.rot90's k, in 0..3) that make `frame` upright.
+
+  PyAV gives the display matrix's rotation as `frame.rotation`, degrees counter-clockwise (a
+  phone's portrait video reads -90: turn it 90 degrees clockwise); older builds only had the
+  stream tag `rotate`, degrees clockwise. Angles are rounded to the nearest quarter turn.
+  """
+  degrees = float(getattr(frame, "rotation", 0) or 0)
+  if not degrees:
+    try:
+      degrees = -float(stream.metadata.get("rotate", 0))
+    except (TypeError, ValueError):
+      degrees = 0.0
+  return int(round(degrees / 90.0)) % 4
+
+
 def _to_jpeg(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, width: int,
-             options: DecodeOptions) -> bytes:
+             turns: int, options: DecodeOptions) -> bytes:
   buffer = io.BytesIO()
-  _to_rgb(reformatter, frame, height, width, options).to_image().save(
-      buffer, format="JPEG", quality=options.jpeg_quality)  # Pillow
+  if turns:
+    image = Image.fromarray(_to_rgb_array(reformatter, frame, height, width, turns, options))
+  else:  # PyAV builds the Pillow image straight from the RGB plane
+    image = _to_rgb(reformatter, frame, height, width, options).to_image()
+  image.save(buffer, format="JPEG", quality=options.jpeg_quality)
   return buffer.getvalue()
 
 
@@ -128,6 +161,16 @@ def _to_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, wi
   # which builds a new one per frame (measured: 0.6 vs 2.6 ms for 320x240 -> 341x256).
   return reformatter.reformat(frame, width=width, height=height, format="rgb24",
                               interpolation="BILINEAR", threads=options.threads)
+
+
+def _to_rgb_array(reformatter: VideoReformatter, frame: av.VideoFrame, height: int, width: int,
+                  turns: int, options: DecodeOptions) -> np.ndarray:
+  """uint8 [H, W, 3] upright RGB. (height, width) is the size to scale the coded frame to,
+  i.e. the stored size with the axes swapped for an odd number of turns: scaling before the
+  turn gives the same picture as turning first (the scaler filters both axes alike) at a
+  fraction of the cost on full-size phone frames."""
+  rgb = _to_rgb(reformatter, frame, height, width, options).to_ndarray()
+  return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
@@ -143,13 +186,13 @@ def decode_to_jpeg(path: str, options: DecodeOptions) -> DecodedVideo:
 def decode_to_array(path: str, options: DecodeOptions) -> tuple[np.ndarray, float]:
   """uint8 [T, H, W, 3] RGB frames and their frame rate, resized/resampled like the converter
   does (predict.py: a new video goes through the same decoding as the training data)."""
-  video = _decode(path, options, lambda *args: _to_rgb(*args).to_ndarray())
+  video = _decode(path, options, _to_rgb_array)
   return np.stack(video.frames), video.frame_rate
 
 
 def _decode(path: str, options: DecodeOptions,
-            convert: Callable[[VideoReformatter, av.VideoFrame, int, int, DecodeOptions], Any]
-            ) -> DecodedVideo:
+            convert: Callable[[VideoReformatter, av.VideoFrame, int, int, int, DecodeOptions],
+                              Any]) -> DecodedVideo:
   try:
     size = os.path.getsize(path)
   except OSError as e:
@@ -169,16 +212,20 @@ def _decode(path: str, options: DecodeOptions,
       stream.thread_type = "AUTO"
     rate = _native_rate(stream) or _FALLBACK_FPS
     frames: list[Any] = []
-    warning, last_frame, last_converted, size_hw = None, None, None, None
+    warning, last_frame, last_converted, size_hw, coded_hw, turns = (None,) * 6
     reformatter = VideoReformatter()
     try:
       for frame in _select(_timed_frames(container, stream, rate), options.fps, rate):
         if options.max_frames and len(frames) >= options.max_frames:
           break
         if frame is not last_frame:  # a repeated frame (fps above native) is encoded once
-          if size_hw is None:
-            size_hw = resized_size(frame.height, frame.width, options.short_side)
-          last_frame, last_converted = frame, convert(reformatter, frame, *size_hw, options)
+          if size_hw is None:  # the first frame fixes orientation and stored size
+            turns = quarter_turns(stream, frame)
+            upright_hw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+            size_hw = resized_size(*upright_hw, options.short_side)
+            coded_hw = size_hw[::-1] if turns % 2 else size_hw
+          last_frame = frame
+          last_converted = convert(reformatter, frame, *coded_hw, turns, options)
         frames.append(last_converted)
     except (av.FFmpegError, ValueError) as e:
       if not frames:

@@ -1,0 +1,401 @@
+"""The views of a clip, computed on the device inside the jitted step (no TensorFlow).
+
+The host ships each clip's window of decoded frames once, on a fixed-size canvas (see
+cmpl_jax/data/clips.py); everything random and spatial happens here, keyed by the step's rng:
+
+  weak / labeled: scale-jitter crop (area in [min_area, 1] of the frame, aspect in [3/4, 4/3],
+    10 attempts then the whole frame) resized bilinearly to an S x S square + flip with p=0.5.
+  strong: its own weak crop/flip, then RandAugment (`num_layers` ops drawn uniformly per clip at
+    a fixed magnitude out of 30, random sign where it has one) and one grey Cutout square.
+  eval: short side resized to S, then 1 (centre) or 3 crops along the long side.
+
+A view uses one set of random parameters per clip, applied to every frame, and per-clip
+statistics (autocontrast range, equalize histogram, contrast mean) are taken over the whole
+clip, so a pixel value maps to the same output in every frame. Resizing is bilinear with
+half-pixel centres and no antialiasing (tf.image.resize's `bilinear`), done as two 2-tap
+gathers: cheap on every backend, unlike a dense resampling matmul.
+
+Canvas (per clip, from the host): `frames uint8[U, H, W, 3]`, `size int32[2]` = the frame's
+(height, width) in its upright orientation, `transposed bool`: portrait frames are stored with
+rows and columns swapped so the long side always runs along the canvas width; pixels outside
+`size` are padding and never read. Views come out as float32 holding integral values in
+[0, 255] (what the model's `normalize` takes).
+
+Randomness: clip b of stream `stream` draws from fold_in(fold_in(key, stream), position_b),
+where position is the clip's place in its stream (pipeline.py); so a view depends on the seed,
+the stream and the position only, never on the device or host that computes it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from cmpl_jax.data import sampling
+
+GREY = 128.0
+ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+MAX_MAGNITUDE = 30.0
+CROP_ATTEMPTS = 10
+
+
+class Taps(NamedTuple):
+  """Bilinear sampling along one axis: out[i] = in[lo[i]] * (1 - frac[i]) + in[hi[i]] * frac[i]."""
+  lo: jax.Array
+  hi: jax.Array
+  frac: jax.Array
+
+
+def taps(size: int, origin: jax.Array, scale: jax.Array, first: jax.Array, last: jax.Array
+         ) -> Taps:
+  """Output pixel i samples input coordinate origin + (i + 0.5) * scale - 0.5, clamped to
+  [first, last] (tf.image.resize's half-pixel-centre convention)."""
+  first = jnp.asarray(first, jnp.float32)
+  last = jnp.asarray(last, jnp.float32)
+  source = origin + (jnp.arange(size, dtype=jnp.float32) + 0.5) * scale - 0.5
+  source = jnp.clip(source, first, last)
+  floor = jnp.floor(source)
+  return Taps(floor.astype(jnp.int32), jnp.minimum(floor + 1, last).astype(jnp.int32),
+              source - floor)
+
+
+def sample(frames_UxHxWx3: jax.Array, rows: Taps, cols: Taps, transposed: jax.Array
+           ) -> jax.Array:
+  """float32[U, S, S, 3] bilinear samples at the upright frame's (rows, cols) taps.
+
+  One gather of the 4 neighbours per output pixel from the canvas laid out as [H * W, U * 3]:
+  each index fetches a contiguous row (every frame's pixel at once), and the transposition
+  of portrait frames is folded into the indices, not done on pixels.
+  """
+  num_frames, height, width, _ = frames_UxHxWx3.shape
+  size_y, size_x = rows.lo.shape[0], cols.lo.shape[0]
+  table = jnp.transpose(frames_UxHxWx3, (1, 2, 0, 3)).reshape(height * width, num_frames * 3)
+
+  def flat(y, x):  # upright (y, x) -> canvas row
+    return jnp.where(transposed, x[None, :] * width + y[:, None],
+                     y[:, None] * width + x[None, :]).reshape(-1)
+
+  fy, fx = rows.frac[:, None, None], cols.frac[None, :, None]
+  out = 0.0
+  for y, wy in ((rows.lo, 1 - fy), (rows.hi, fy)):
+    for x, wx in ((cols.lo, 1 - fx), (cols.hi, fx)):
+      pixels = jnp.take(table, flat(y, x), axis=0).astype(jnp.float32)
+      out = out + pixels.reshape(size_y, size_x, num_frames * 3) * (wy * wx)
+  return jnp.transpose(out.reshape(size_y, size_x, num_frames, 3), (2, 0, 1, 3))
+
+
+def resample(frames_UxHxWx3: jax.Array, rows: Taps, cols: Taps, transposed: jax.Array
+             ) -> jax.Array:
+  """`sample`, rounded to integral values in [0, 255] (what a uint8 image would hold)."""
+  return jnp.clip(jnp.round(sample(frames_UxHxWx3, rows, cols, transposed)), 0.0, 255.0)
+
+
+# --------------------------------------------------------------------------- weak view
+
+
+def crop_box(key: jax.Array, height: jax.Array, width: jax.Array, min_area: float
+             ) -> jax.Array:
+  """int32[4] (y, x, h, w) of a scale-jitter crop: area fraction uniform in [min_area, 1],
+  aspect (w / h) log-uniform in [3/4, 4/3]; the first of 10 draws that fits, else the frame."""
+  area_key, aspect_key, y_key, x_key = jax.random.split(key, 4)
+  height_f, width_f = height.astype(jnp.float32), width.astype(jnp.float32)
+  area = height_f * width_f * jax.random.uniform(area_key, (CROP_ATTEMPTS,), minval=min_area,
+                                                 maxval=1.0)
+  aspect = jnp.exp(jax.random.uniform(aspect_key, (CROP_ATTEMPTS,),
+                                      minval=math.log(ASPECT_RATIO_RANGE[0]),
+                                      maxval=math.log(ASPECT_RATIO_RANGE[1])))
+  box_w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+  box_h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+  fits = (box_w >= 1) & (box_h >= 1) & (box_w <= width) & (box_h <= height)
+  first = jnp.argmax(fits)
+  box_h = jnp.where(fits.any(), box_h[first], height)
+  box_w = jnp.where(fits.any(), box_w[first], width)
+  y = jnp.floor(jax.random.uniform(y_key) * (height - box_h + 1).astype(jnp.float32))
+  x = jnp.floor(jax.random.uniform(x_key) * (width - box_w + 1).astype(jnp.float32))
+  y = jnp.minimum(y.astype(jnp.int32), height - box_h)
+  x = jnp.minimum(x.astype(jnp.int32), width - box_w)
+  return jnp.stack([y, x, box_h, box_w])
+
+
+def crop_taps(box_4: jax.Array, flip: jax.Array, crop_size: int) -> tuple[Taps, Taps]:
+  """(rows, cols) taps of crop `box_4` (y, x, h, w) resized to S, columns reversed when
+  flipped. The crop is an image of its own: sampling clamps at its borders."""
+  y, x, h, w = (box_4[i].astype(jnp.float32) for i in range(4))
+  rows = taps(crop_size, y, h / crop_size, y, y + h - 1)
+  cols = taps(crop_size, x, w / crop_size, x, x + w - 1)
+  return rows, Taps(*(jnp.where(flip, c[::-1], c) for c in cols))
+
+
+def crop_resize_flip(frames: jax.Array, size_2: jax.Array, transposed: jax.Array,
+                     box_4: jax.Array, flip: jax.Array, crop_size: int) -> jax.Array:
+  """float32[U, S, S, 3]: crop `box_4` of every frame, resized to S, maybe flipped (rounded)."""
+  del size_2  # The box was drawn inside it.
+  return resample(frames, *crop_taps(box_4, flip, crop_size), transposed)
+
+
+def weak_view(key: jax.Array, frames: jax.Array, size_2: jax.Array, transposed: jax.Array, *,
+              crop_size: int, min_area: float) -> jax.Array:
+  box_key, flip_key = jax.random.split(key)
+  box_4 = crop_box(box_key, size_2[0], size_2[1], min_area)
+  flip = jax.random.uniform(flip_key) < 0.5
+  return crop_resize_flip(frames, size_2, transposed, box_4, flip, crop_size)
+
+
+# --------------------------------------------------------------------------- RandAugment
+# Ops take and return float32[T, S, S, 3] holding integral values in [0, 255].
+
+
+def _blend(degenerate, image, factor):
+  return jnp.clip(degenerate + factor * (image - degenerate), 0.0, 255.0)
+
+
+def _grey(image):
+  """tf.image.rgb_to_grayscale's weights, rounded to integral values."""
+  return jnp.round(image @ jnp.asarray([0.2989, 0.5870, 0.1140], jnp.float32))[..., None]
+
+
+def affine(image: jax.Array, matrix_2x3: jax.Array) -> jax.Array:
+  """Output pixel (x, y) reads input (a x + b y + c, d x + e y + f), nearest neighbour (rounded
+  half away from zero), grey outside: tf's ImageProjectiveTransformV3, NEAREST, CONSTANT."""
+  t, h, w, _ = image.shape
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  src_x = matrix_2x3[0, 0] * xs + matrix_2x3[0, 1] * ys + matrix_2x3[0, 2]
+  src_y = matrix_2x3[1, 0] * xs + matrix_2x3[1, 1] * ys + matrix_2x3[1, 2]
+  round_half_away = lambda v: (jnp.sign(v) * jnp.floor(jnp.abs(v) + 0.5)).astype(jnp.int32)
+  src_x, src_y = round_half_away(src_x), round_half_away(src_y)
+  inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
+  flat = (jnp.clip(src_y, 0, h - 1) * w + jnp.clip(src_x, 0, w - 1)).reshape(-1)
+  table = jnp.transpose(image, (1, 2, 0, 3)).reshape(h * w, t * 3)  # contiguous rows
+  moved = jnp.transpose(jnp.take(table, flat, axis=0).reshape(h, w, t, 3), (2, 0, 1, 3))
+  return jnp.where(inside[None, :, :, None], moved, GREY)
+
+
+def _rotate(image, level, sign):
+  angle = sign * level * math.radians(30.0)
+  h, w = image.shape[1] - 1.0, image.shape[2] - 1.0
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  x_offset = (w - (cos * w - sin * h)) / 2
+  y_offset = (h - (sin * w + cos * h)) / 2
+  return affine(image, jnp.array([[cos, -sin, x_offset], [sin, cos, y_offset]]))
+
+
+def _shear(image, level, sign, axis: int):
+  """Shear about the centre by up to 0.3 (axis 0: along x, 1: along y)."""
+  shear = sign * level * 0.3
+  centre = (image.shape[1 + axis] - 1) / 2
+  if axis == 0:
+    return affine(image, jnp.array([[1.0, shear, -shear * centre], [0.0, 1.0, 0.0]]))
+  return affine(image, jnp.array([[1.0, 0.0, 0.0], [shear, 1.0, -shear * centre]]))
+
+
+def _translate(image, level, sign, axis: int):
+  """Translate by up to 0.45 of the size (axis 0: along x, 1: along y)."""
+  shift = sign * level * 0.45 * image.shape[2 - axis]
+  if axis == 0:
+    return affine(image, jnp.array([[1.0, 0.0, shift], [0.0, 1.0, 0.0]]))
+  return affine(image, jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, shift]]))
+
+
+def _autocontrast(image, level, sign):
+  """Each channel's range over the whole clip stretched to [0, 255]."""
+  low = image.min(axis=(0, 1, 2), keepdims=True)
+  high = image.max(axis=(0, 1, 2), keepdims=True)
+  scale = jnp.where(high > low, 255.0 / jnp.maximum(high - low, 1.0), 1.0)
+  offset = jnp.where(high > low, low, 0.0)
+  return jnp.clip(jnp.round((image - offset) * scale), 0.0, 255.0)
+
+
+def _equalize(image, level, sign):
+  """PIL's histogram equalisation per channel, with the histogram of the whole clip."""
+  values = image.astype(jnp.int32)
+  out = []
+  for c in range(3):
+    channel = values[..., c]
+    histogram = jnp.bincount(channel.reshape(-1), length=256)
+    last = histogram[channel.max()]  # Count of the brightest value present.
+    step = (histogram.sum() - last) // 255
+    lut = (jnp.cumsum(histogram) + step // 2) // jnp.maximum(step, 1)
+    lut = jnp.clip(jnp.concatenate([jnp.zeros(1, lut.dtype), lut[:-1]]), 0, 255)
+    lut = jnp.where(step == 0, jnp.arange(256), lut)  # Flat channel: unchanged.
+    out.append(lut[channel])
+  return jnp.stack(out, axis=-1).astype(jnp.float32)
+
+
+def _solarize(image, level, sign):
+  return jnp.where(image >= 256.0 - level * 256.0, 255.0 - image, image)
+
+
+def _posterize(image, level, sign):
+  shift = jnp.round(level * 4.0).astype(jnp.int32)
+  return ((image.astype(jnp.int32) >> shift) << shift).astype(jnp.float32)
+
+
+def _enhance_factor(level, sign):
+  return 1.0 + sign * level * 0.9
+
+
+def _color(image, level, sign):
+  return _blend(_grey(image), image, _enhance_factor(level, sign))
+
+
+def _contrast(image, level, sign):
+  """Blend towards the mean grey level of the whole clip."""
+  return _blend(jnp.mean(_grey(image)), image, _enhance_factor(level, sign))
+
+
+def _brightness(image, level, sign):
+  return _blend(jnp.zeros_like(image), image, _enhance_factor(level, sign))
+
+
+def _sharpness(image, level, sign):
+  """PIL's SHARPEN-style blend with a 3x3 smoothed image; border pixels stay as they are."""
+  # Kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 = (3x3 box sum + 4 x centre) / 13.
+  rows = image[:, :-2] + image[:, 1:-1] + image[:, 2:]
+  box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+  smooth = image.at[:, 1:-1, 1:-1].set(jnp.round((box + 4 * image[:, 1:-1, 1:-1]) / 13.0))
+  return _blend(smooth, image, _enhance_factor(level, sign))
+
+
+RANDAUGMENT_OPS = {
+    "identity": lambda image, level, sign: image,
+    "autocontrast": _autocontrast,
+    "equalize": _equalize,
+    "rotate": _rotate,
+    "solarize": _solarize,
+    "color": _color,
+    "posterize": _posterize,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "sharpness": _sharpness,
+    "shear_x": lambda image, level, sign: _shear(image, level, sign, 0),
+    "shear_y": lambda image, level, sign: _shear(image, level, sign, 1),
+    "translate_x": lambda image, level, sign: _translate(image, level, sign, 0),
+    "translate_y": lambda image, level, sign: _translate(image, level, sign, 1),
+}
+OP_NAMES = tuple(RANDAUGMENT_OPS)
+
+
+def apply_op(image: jax.Array, op_index: jax.Array, level: float, sign: jax.Array) -> jax.Array:
+  """One RandAugment op (by index into OP_NAMES) on one clip, rounded. `lax.switch` runs only
+  the chosen op (callers map it over clips rather than vmap it, which would run all 14)."""
+  branches = [lambda x, s, op=op: jnp.round(op(x, level, s)) for op in RANDAUGMENT_OPS.values()]
+  return lax.switch(op_index, branches, image, sign)
+
+
+def randaugment_draws(key: jax.Array, num_layers: int) -> tuple[jax.Array, jax.Array]:
+  """(op indices int32[L], signs float32[L]) of one clip's RandAugment layers."""
+  op_key, sign_key = jax.random.split(key)
+  ops = jax.random.randint(op_key, (num_layers,), 0, len(RANDAUGMENT_OPS))
+  signs = jnp.where(jax.random.uniform(sign_key, (num_layers,)) < 0.5, -1.0, 1.0)
+  return ops, signs
+
+
+def cutout(image: jax.Array, centre_2: jax.Array, size: int) -> jax.Array:
+  """One grey `size` square centred at pixel `centre_2` (y, x), clipped at the borders."""
+  if size <= 0:
+    return image
+  h, w = image.shape[1], image.shape[2]
+  top, left = centre_2[0] - size // 2, centre_2[1] - size // 2
+  rows = (jnp.arange(h) >= top) & (jnp.arange(h) < top + size)
+  cols = (jnp.arange(w) >= left) & (jnp.arange(w) < left + size)
+  return jnp.where((rows[:, None] & cols[None, :])[None, :, :, None], GREY, image)
+
+
+class ViewConfig(NamedTuple):
+  """The static settings of the views (from config.data; see config_checks for their ranges)."""
+  crop_size: int
+  min_area: float
+  num_layers: int
+  magnitude: float
+  cutout_size: int
+
+  @classmethod
+  def from_config(cls, config: Any) -> "ViewConfig":
+    crop = int(config.data.crop_size)
+    return cls(crop, float(config.data.min_area), int(config.data.randaugment_layers),
+               float(config.data.randaugment_magnitude),
+               int(round(float(config.data.cutout_fraction) * crop)))
+
+
+def strong_draws(key: jax.Array, size_2: jax.Array, cfg: ViewConfig) -> dict[str, jax.Array]:
+  """Every random choice of one strong view."""
+  weak_key, op_key, y_key, x_key = jax.random.split(key, 4)
+  box_key, flip_key = jax.random.split(weak_key)
+  ops, signs = randaugment_draws(op_key, cfg.num_layers)
+  centre = jnp.stack([jax.random.randint(y_key, (), 0, cfg.crop_size),
+                      jax.random.randint(x_key, (), 0, cfg.crop_size)])
+  return {"box": crop_box(box_key, size_2[0], size_2[1], cfg.min_area),
+          "flip": jax.random.uniform(flip_key) < 0.5, "ops": ops, "signs": signs,
+          "centre": centre}
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def clip_keys(key: jax.Array, stream: int, positions_B: jax.Array) -> jax.Array:
+  """One key per clip, from (key, stream, position): independent of where the clip runs."""
+  stream_key = jax.random.fold_in(key, stream)
+  return jax.vmap(lambda p: jax.random.fold_in(stream_key, p))(positions_B)
+
+
+def model_frames(frames_BxUxHxWx3: jax.Array, positions: tuple[int, ...]) -> jax.Array:
+  """A model's frames out of the window's union (static positions, see sampling.py)."""
+  return frames_BxUxHxWx3[:, jnp.asarray(positions)]
+
+
+def weak_views(keys_B: jax.Array, frames_BxTxHxWx3: jax.Array, size_Bx2: jax.Array,
+               transposed_B: jax.Array, cfg: ViewConfig) -> jax.Array:
+  fn = lambda k, f, s, t: weak_view(k, f, s, t, crop_size=cfg.crop_size, min_area=cfg.min_area)
+  return jax.vmap(fn)(keys_B, frames_BxTxHxWx3, size_Bx2, transposed_B)
+
+
+def strong_views(keys_B: jax.Array, frames_BxTxHxWx3: jax.Array, size_Bx2: jax.Array,
+                 transposed_B: jax.Array, cfg: ViewConfig) -> jax.Array:
+  """The crops are vmapped; the RandAugment ops run clip by clip (`lax.map`), so each clip
+  computes only the ops it drew."""
+  draws = jax.vmap(lambda k, s: strong_draws(k, s, cfg))(keys_B, size_Bx2)
+  crops = jax.vmap(lambda f, s, t, d: crop_resize_flip(f, s, t, d["box"], d["flip"],
+                                                       cfg.crop_size))(
+      frames_BxTxHxWx3, size_Bx2, transposed_B, draws)
+  level = cfg.magnitude / MAX_MAGNITUDE
+
+  def augment(args):
+    image, d = args
+    for layer in range(cfg.num_layers):
+      image = apply_op(image, d["ops"][layer], level, d["signs"][layer])
+    return image
+
+  if cfg.num_layers:
+    crops = lax.map(augment, (crops, draws))
+  return jax.vmap(lambda image, c: cutout(image, c, cfg.cutout_size))(crops, draws["centre"])
+
+
+# --------------------------------------------------------------------------- eval views
+
+
+def eval_taps(size_2: jax.Array, crop_size: int, num_crops: int) -> list[tuple[Taps, Taps]]:
+  """(rows, cols) taps of each eval crop: the short side resized to S, then crop j (crop pixel
+  i is resized pixel offset + i; sampling clamps at the frame's borders)."""
+  height, width = size_2[0], size_2[1]
+  new_h, new_w = sampling.resized_shape(height, width, crop_size, xp=jnp)
+  offsets = sampling.eval_crop_offsets(new_h, new_w, crop_size, num_crops, xp=jnp)
+  scale_y = height.astype(jnp.float32) / new_h.astype(jnp.float32)
+  scale_x = width.astype(jnp.float32) / new_w.astype(jnp.float32)
+  out = []
+  for crop in range(num_crops):
+    oy, ox = offsets[crop, 0].astype(jnp.float32), offsets[crop, 1].astype(jnp.float32)
+    out.append((taps(crop_size, oy * scale_y, scale_y, 0, height - 1),
+                taps(crop_size, ox * scale_x, scale_x, 0, width - 1)))
+  return out
+
+
+def eval_views(frames_CxTxHxWx3: jax.Array, size_2: jax.Array, transposed: jax.Array, *,
+               crop_size: int, num_crops: int) -> jax.Array:
+  """float32[C * num_crops, T, S, S, 3] of one video, view v = clip c * num_crops + crop j."""
+  crops = eval_taps(size_2, crop_size, num_crops)
+  return jnp.stack([resample(frames_CxTxHxWx3[clip], rows, cols, transposed)
+                    for clip in range(frames_CxTxHxWx3.shape[0]) for rows, cols in crops])

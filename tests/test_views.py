@@ -1,0 +1,171 @@
+"""Device views (cmpl_jax/views.py) against the previous TF implementation of the same transforms.
+
+Same parameters in, same pixels out (up to float rounding at .5 ties); per-clip statistics on
+clips whose frames differ; the canvas conventions (padding never read, portrait transposed).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmpl_jax import views
+from cmpl_jax.data import sampling
+import reference_views as reference
+
+APPLY_OP = jax.jit(views.apply_op)  # op, level and sign traced: one compile for every op
+
+
+def smooth_frames(num_frames, height, width, seed=0):
+  """Frames of smooth random colour fields (bilinear sampling of noise hides index errors)."""
+  rng = np.random.default_rng(seed)
+  small = rng.uniform(0, 255, (num_frames, height // 4 + 2, width // 4 + 2, 3))
+  ys = np.linspace(0, small.shape[1] - 1.001, height)
+  xs = np.linspace(0, small.shape[2] - 1.001, width)
+  y0, x0 = ys.astype(int), xs.astype(int)
+  fy, fx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
+  rows = small[:, y0] * (1 - fy) + small[:, y0 + 1] * fy
+  frames = rows[:, :, x0] * (1 - fx) + rows[:, :, x0 + 1] * fx
+  return np.round(frames + rng.uniform(-20, 20, frames.shape)).clip(0, 255).astype(np.uint8)
+
+
+def on_canvas(frames_TxHxWx3, canvas_hw, transposed=False):
+  """The host's canvas: long side along the width, padding 255 (must never be read)."""
+  frames = np.swapaxes(frames_TxHxWx3, 1, 2) if transposed else frames_TxHxWx3
+  canvas = np.full((frames.shape[0],) + tuple(canvas_hw) + (3,), 255, np.uint8)
+  canvas[:, :frames.shape[1], :frames.shape[2]] = frames
+  return canvas
+
+
+def assert_close_pixels(actual, expected, max_off=0.05):
+  """Equal up to rounding: no pixel off by more than 1, and few off by 1 (crops whose scale is
+  a simple fraction put many values exactly on .5, where float rounding decides)."""
+  diff = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
+  assert diff.max() <= 1.0, diff.max()
+  assert (diff > 0).mean() <= max_off, (diff > 0).mean()
+
+
+@pytest.mark.parametrize("height,width", [(37, 50), (50, 37), (40, 40)])
+def test_crop_resize_flip_equals_slice_then_resize(height, width):
+  frames = smooth_frames(3, height, width)
+  transposed = height > width
+  canvas = on_canvas(frames, (40, 56), transposed)
+  crop = jax.jit(functools.partial(views.crop_resize_flip, crop_size=24))
+  unrounded = jax.jit(lambda c, t, b, f: views.sample(c, *views.crop_taps(b, f, 24), t))
+  for i in range(12):
+    key = jax.random.key(i)
+    box = views.crop_box(key, jnp.int32(height), jnp.int32(width), 0.25)
+    flip = bool(i % 2)
+    expected = reference.crop_resize_flip(frames, np.asarray(box), flip, 24)
+    np.testing.assert_allclose(unrounded(canvas, jnp.bool_(transposed), box, jnp.bool_(flip)),
+                               expected, atol=2e-3)
+    out = crop(canvas, jnp.array([height, width]), jnp.bool_(transposed), box, jnp.bool_(flip))
+    assert out.shape == (3, 24, 24, 3)
+    assert_close_pixels(out, np.clip(np.round(expected), 0, 255), max_off=0.1)  # .5 ties
+
+
+def test_crop_box_respects_area_and_aspect():
+  boxes = jax.vmap(lambda k: views.crop_box(k, jnp.int32(120), jnp.int32(160), 0.25))(
+      jax.random.split(jax.random.key(0), 300))
+  y, x, h, w = np.asarray(boxes).T
+  assert np.all((y >= 0) & (x >= 0) & (y + h <= 120) & (x + w <= 160))
+  assert np.all(h * w >= 0.25 * 120 * 160 * 0.95)
+  assert np.all((w / h >= 3 / 4 * 0.97) & (w / h <= 4 / 3 * 1.03))
+  assert len({tuple(b) for b in np.asarray(boxes)}) > 250  # They are random.
+  # A frame too thin for any crop of that aspect: the whole frame.
+  assert np.asarray(views.crop_box(jax.random.key(1), jnp.int32(10), jnp.int32(200), 0.9)
+                    ).tolist() == [0, 0, 10, 200]
+
+
+@pytest.mark.parametrize("height,width", [(40, 48), (48, 40), (36, 36), (128, 171)])
+@pytest.mark.parametrize("num_crops", [1, 3])
+def test_eval_views_equal_resize_then_crop(height, width, num_crops):
+  frames = smooth_frames(2, height, width, seed=1)
+  transposed = height > width
+  canvas = on_canvas(frames, (max(36, min(height, width)), 180), transposed)
+  out = views.eval_views(canvas[None], jnp.array([height, width]), jnp.bool_(transposed),
+                         crop_size=32, num_crops=num_crops)
+  assert out.shape == (num_crops, 2, 32, 32, 3)
+  new_hw = tuple(int(v) for v in sampling.resized_shape(height, width, 32))
+  offsets = sampling.eval_crop_offsets(*new_hw, 32, num_crops)
+  crops = views.eval_taps(jnp.array([height, width]), 32, num_crops)
+  for crop, offset in enumerate(offsets):
+    expected = reference.eval_view(frames, new_hw, offset, 32)
+    np.testing.assert_allclose(views.sample(canvas, *crops[crop], jnp.bool_(transposed)),
+                               expected, atol=2e-3)
+    assert_close_pixels(out[crop], np.clip(np.round(expected), 0, 255))
+
+
+def test_eval_views_are_clip_major():
+  clips = np.stack([np.full((1, 40, 48, 3), 20 * c, np.uint8) for c in range(3)])
+  out = views.eval_views(clips, jnp.array([40, 48]), jnp.bool_(False), crop_size=16,
+                         num_crops=3)
+  np.testing.assert_array_equal(np.asarray(out).reshape(9, -1).mean(axis=1),
+                                np.repeat([0.0, 20.0, 40.0], 3))
+
+
+@pytest.mark.parametrize("name", views.OP_NAMES)
+def test_each_randaugment_op_equals_the_reference(name):
+  clip = smooth_frames(3, 24, 24, seed=2).astype(np.float32)
+  op = views.OP_NAMES.index(name)
+  for magnitude, sign in ((10, 1.0), (10, -1.0), (27, 1.0)):
+    level = magnitude / views.MAX_MAGNITUDE
+    out = APPLY_OP(clip, op, jnp.float32(level), jnp.float32(sign))
+    # Nearest-neighbour geometry may pick the other neighbour at exact .5 ties.
+    max_off = 0.01 if name in ("rotate", "shear_x", "shear_y", "translate_x",
+                               "translate_y") else 0.005
+    diff = np.abs(np.asarray(out) - reference.apply_op(clip, name, level, sign))
+    assert (diff > 0).mean() <= max_off, (name, magnitude, sign, (diff > 0).mean())
+    if name not in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y"):
+      assert diff.max() <= 1.0, (name, diff.max())
+
+
+@pytest.mark.parametrize("name", ["autocontrast", "equalize", "contrast"])
+def test_clip_statistics_are_per_clip_not_per_frame(name):
+  """Frames that differ (a dark and a bright one): the op must equal the reference applied to
+  the whole clip as ONE image (frames stacked), and differ from applying it frame by frame."""
+  dark = smooth_frames(1, 24, 24, seed=3) // 3
+  bright = 255 - smooth_frames(1, 24, 24, seed=4) // 3
+  clip = np.concatenate([dark, bright]).astype(np.float32)
+  level = 10 / views.MAX_MAGNITUDE
+  out = np.asarray(APPLY_OP(clip, views.OP_NAMES.index(name), jnp.float32(level),
+                            jnp.float32(1.0)))
+  as_one_image = reference.apply_op(clip.reshape(1, 48, 24, 3), name, level, 1.0)
+  per_frame = np.concatenate([reference.apply_op(f[None], name, level, 1.0) for f in clip])
+  assert_close_pixels(out.reshape(1, 48, 24, 3), as_one_image, max_off=0.002)
+  assert np.abs(out - per_frame).mean() > 2.0
+
+
+def test_identical_frames_stay_identical_through_every_view():
+  frame = smooth_frames(1, 40, 48, seed=5)
+  canvas = on_canvas(np.repeat(frame, 4, axis=0), (40, 56))
+  cfg = views.ViewConfig(crop_size=24, min_area=0.25, num_layers=2, magnitude=10,
+                         cutout_size=12)
+  keys = jax.random.split(jax.random.key(3), 16)
+  batch = np.repeat(canvas[None], 16, axis=0)
+  size = np.tile([40, 48], (16, 1))
+  flags = np.zeros(16, bool)
+  for make in (views.weak_views, views.strong_views):
+    out = np.asarray(jax.jit(make, static_argnums=4)(keys, batch, size, flags, cfg))
+    assert out.shape == (16, 4, 24, 24, 3)
+    assert np.all(out == out[:, :1])
+    assert len({o.tobytes() for o in out}) == 16  # every clip drew its own view
+
+
+def test_views_depend_on_the_stream_and_position_only():
+  positions = jnp.arange(6, dtype=jnp.int32)
+  a = views.clip_keys(jax.random.key(0), 1, positions)
+  b = views.clip_keys(jax.random.key(0), 1, positions[::-1])[::-1]
+  c = views.clip_keys(jax.random.key(0), 0, positions)
+  data = lambda k: jax.random.key_data(k)
+  np.testing.assert_array_equal(data(a), data(b))
+  assert not np.array_equal(data(a), data(c))
+
+
+def test_cutout_is_one_grey_square_at_the_same_place_in_every_frame():
+  out = np.asarray(views.cutout(jnp.zeros((3, 32, 32, 3)), jnp.array([3, 20]), 8))
+  grey = np.all(out == views.GREY, axis=-1)
+  assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[0], grey[2])
+  rows, cols = np.nonzero(grey[0])
+  assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 6, 16, 23)  # clipped at the top
