@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
+from PIL import Image
 
 from cmpl_jax import checkpointing, train
 from cmpl_jax import workdir as workdir_lib
@@ -39,24 +40,44 @@ def decode(video_path: str, data_info: dict[str, Any]) -> np.ndarray:
   return video_io.decode_to_array(video_path, options)[0]
 
 
-def eval_windows(frames_NxHxWx3: np.ndarray, config: ml_collections.ConfigDict
-                 ) -> dict[str, np.ndarray]:
+def canvas_frames(frames_NxHxWx3: np.ndarray, canvas: sampling.Canvas
+                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+  """(frames on the canvas, upright size int32[2], transposed): what the pipeline's host
+  decode makes of stored frames (clips.decode_canvas), in numpy. Long side along the width;
+  resized (antialiased bilinear) to short side Hc when it differs, as a DCT-scaled decode
+  would; centre-cropped along the long side to Wc."""
+  transposed = frames_NxHxWx3.shape[1] > frames_NxHxWx3.shape[2]
+  frames = np.swapaxes(frames_NxHxWx3, 1, 2) if transposed else frames_NxHxWx3
+  short, long = frames.shape[1], frames.shape[2]
+  if short != canvas.height:
+    new_long = max((long * canvas.height + short // 2) // short, canvas.height)
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((new_long, canvas.height),
+                                                            Image.BILINEAR)) for f in frames])
+  kept = min(frames.shape[2], canvas.width)
+  begin = (frames.shape[2] - kept) // 2
+  frames = frames[:, :, begin:begin + kept]
+  size = (kept, canvas.height) if transposed else (canvas.height, kept)
+  return frames, np.array(size, np.int32), transposed
+
+
+def eval_windows(frames_NxHxWx3: np.ndarray, config: ml_collections.ConfigDict,
+                 stored_short_side: int = 0) -> dict[str, np.ndarray]:
   """One video's eval windows as the pipeline ships them to the device (a batch of one):
   {'frames': uint8[1, C, U, H, W, 3], 'size': int32[1, 2], 'transposed': bool[1]}.
 
   The crops are then taken by the same device code as in evaluation (views.eval_views).
   """
-  num_frames, height, width = frames_NxHxWx3.shape[:3]
+  num_frames = frames_NxHxWx3.shape[0]
   specs = sampling.frame_specs(config)
   offsets_U, _ = sampling.union_offsets(specs)
   starts_C = sampling.eval_window_starts(num_frames, sampling.window_length(specs),
                                          int(config.eval.num_clips))
-  windows = frames_NxHxWx3[sampling.window_frames(starts_C, offsets_U, num_frames)]
-  transposed = height > width
-  if transposed:  # the canvas convention: long side along the width
-    windows = np.swapaxes(windows, 2, 3)
-  return {"frames": windows[None], "size": np.array([[height, width]], np.int32),
-          "transposed": np.array([transposed])}
+  indices_CxU = sampling.window_frames(starts_C, offsets_U, num_frames)
+  unique, positions = np.unique(indices_CxU, return_inverse=True)
+  frames, size, transposed = canvas_frames(frames_NxHxWx3[unique],
+                                           sampling.canvas_for(config, stored_short_side))
+  windows = frames[positions.reshape(indices_CxU.shape)]
+  return {"frames": windows[None], "size": size[None], "transposed": np.array([transposed])}
 
 
 class Predictor:
@@ -79,8 +100,8 @@ class Predictor:
 
   def probabilities(self, frames_TxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
     """{model: probs_K} (and 'average' for two models) of decoded frames (`decode`)."""
-    probs = self._forward(self._variables["params"], self._variables["batch_stats"],
-                          eval_windows(frames_TxHxWx3, self.config))
+    windows = eval_windows(frames_TxHxWx3, self.config, int(self.data_info.get("short_side", 0)))
+    probs = self._forward(self._variables["params"], self._variables["batch_stats"], windows)
     probs = {name: np.asarray(p[0]) for name, p in probs.items()}
     if len(probs) > 1:
       probs["average"] = np.mean(list(probs.values()), axis=0)

@@ -154,7 +154,9 @@ def _blend(degenerate, image, factor):
 
 def _grey(image):
   """tf.image.rgb_to_grayscale's weights, rounded to integral values."""
-  return jnp.round(image @ jnp.asarray([0.2989, 0.5870, 0.1140], jnp.float32))[..., None]
+  # A weighted sum, not a matmul: accelerators may run float32 matmuls at reduced precision.
+  grey = image[..., 0] * 0.2989 + image[..., 1] * 0.5870 + image[..., 2] * 0.1140
+  return jnp.round(grey)[..., None]
 
 
 def affine(image: jax.Array, matrix_2x3: jax.Array) -> jax.Array:

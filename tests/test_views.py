@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmpl_jax import views
+from cmpl_jax import benchmark, train, views
 from cmpl_jax.data import sampling
+from configs import default
 import reference_views as reference
 
 APPLY_OP = jax.jit(views.apply_op)  # op, level and sign traced: one compile for every op
@@ -153,14 +154,36 @@ def test_identical_frames_stay_identical_through_every_view():
     assert len({o.tobytes() for o in out}) == 16  # every clip drew its own view
 
 
-def test_views_depend_on_the_stream_and_position_only():
-  positions = jnp.arange(6, dtype=jnp.int32)
-  a = views.clip_keys(jax.random.key(0), 1, positions)
-  b = views.clip_keys(jax.random.key(0), 1, positions[::-1])[::-1]
-  c = views.clip_keys(jax.random.key(0), 0, positions)
-  data = lambda k: jax.random.key_data(k)
-  np.testing.assert_array_equal(data(a), data(b))
-  assert not np.array_equal(data(a), data(c))
+def test_a_clips_views_follow_it_wherever_it_sits_in_the_batch():
+  """Views are keyed by (seed, stream, position): reordering the clips of a batch (as another
+  device or host count would slice them) reorders their views and changes none of them; and
+  every model and view kind draws its own crop."""
+  config = default.get_config()
+  config.data.crop_size = 16
+  config.model.primary.num_frames, config.model.auxiliary.num_frames = 2, 8
+  config.model.primary.frame_stride, config.model.auxiliary.frame_stride = 4, 1
+  config.batch_size, config.mu = 4, 1
+  batch = jax.tree.map(lambda x: x[0], benchmark.random_batch(config, 1, 5, stored_short_side=32))
+  order = np.array([2, 0, 3, 1])
+  shuffled = jax.tree.map(lambda x: x[order], batch)
+  inputs = jax.jit(lambda b, k: train.model_inputs(b, k, config))
+  a, b = inputs(batch, jax.random.key(7)), inputs(shuffled, jax.random.key(7))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(a):
+    np.testing.assert_array_equal(np.asarray(leaf)[order],
+                                  _leaf(b, path), err_msg=jax.tree_util.keystr(path))
+  unlabeled = a["unlabeled"]
+  assert not np.array_equal(unlabeled["weak"]["primary"], unlabeled["strong"]["primary"])
+  # The primary's 2 frames are the auxiliary's frames 0 and 4: same pixels, own crops.
+  assert not np.array_equal(unlabeled["weak"]["primary"],
+                            unlabeled["weak"]["auxiliary"][:, ::4])
+  other_seed = inputs(batch, jax.random.key(8))
+  assert not np.array_equal(a["labeled"]["primary"], other_seed["labeled"]["primary"])
+
+
+def _leaf(tree, path):
+  for entry in path:
+    tree = tree[entry.key]
+  return np.asarray(tree)
 
 
 def test_cutout_is_one_grey_square_at_the_same_place_in_every_frame():

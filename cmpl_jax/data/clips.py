@@ -40,15 +40,40 @@ def random_window_start(seed: tf.Tensor, num_video_frames: tf.Tensor, window: in
   return tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
 
 
+def jpeg_ratio(height: tf.Tensor, width: tf.Tensor, canvas: Canvas) -> tf.Tensor:
+  """int32: the largest DCT scale 1/r (r <= canvas.jpeg_ratio) keeping the short side >= Hc.
+
+  Per video: in data of mixed sizes a small video is not shrunk below the canvas (and blown up
+  again) because the run's first video was large. libjpeg rounds scaled sizes up.
+  """
+  short = tf.minimum(height, width)
+  ratio = tf.constant(1, tf.int32)
+  for r in sorted(r for r in sampling.JPEG_RATIOS if 1 < r <= canvas.jpeg_ratio):
+    ratio = tf.where((short + r - 1) // r >= canvas.height, r, ratio)
+  return ratio
+
+
+def _decoder(first_frame: tf.Tensor, canvas: Canvas, jpeg: bool):
+  """frame bytes -> uint8[h, w, 3]: JPEG at the video's DCT scale, anything else whole."""
+  if not jpeg:
+    return lambda data: tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                           expand_animations=False)
+  ratios = [r for r in sorted(sampling.JPEG_RATIOS) if r <= canvas.jpeg_ratio]
+  if len(ratios) == 1:
+    return lambda data: tf.io.decode_jpeg(data, channels=3)
+  shape = tf.io.extract_jpeg_shape(first_frame)
+  branch = tf.argmax(tf.cast(tf.equal(jpeg_ratio(shape[0], shape[1], canvas), ratios),
+                             tf.int32), output_type=tf.int32)
+  return lambda data: tf.switch_case(branch, [
+      lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in ratios])
+
+
 def decode_canvas(encoded_F: tf.Tensor, canvas: Canvas, jpeg: bool
                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """(uint8[F, Hc, Wc, 3] canvas, int32[2] upright size on it, bool transposed) of F frames
   of one video (all of one size, as a video's frames are)."""
-  def decode(data):
-    if jpeg:
-      return tf.io.decode_jpeg(data, channels=3, ratio=canvas.jpeg_ratio)
-    return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-  frames = tf.map_fn(decode, encoded_F, fn_output_signature=_UINT8_FRAME)
+  frames = tf.map_fn(_decoder(encoded_F[0], canvas, jpeg), encoded_F,
+                     fn_output_signature=_UINT8_FRAME)
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
   transposed = height > width
   frames = tf.cond(transposed, lambda: tf.transpose(frames, [0, 2, 1, 3]), lambda: frames)

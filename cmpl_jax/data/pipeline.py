@@ -1,4 +1,4 @@
-"""tf.data input pipeline: index-based streams -> read -> sample/decode/augment -> host batches.
+"""tf.data input pipeline: index-based streams -> read -> sample/decode -> host batches.
 
 Design (what makes resume, multi-host and device-count independence exact):
   * A training stream is a sequence of elements k = 0, 1, 2, ... Element k is video
@@ -20,9 +20,10 @@ Design (what makes resume, multi-host and device-count independence exact):
     (`TrainIterator.num_skipped_records`, `EvalIterator.num_skipped_records`).
   * `config.data.source == 'tfds'`: TFDS has no byte offsets, so its training streams are
     sequential (see tfds_source.py for what that costs).
-Module layout: sampling.py (which frames, no TF), augment.py (views), clips.py (one video ->
-its views), streams.py (index-based reading), tfds_source.py, and this file (batches, iterators).
-Importing augment.py hides GPUs from TF, so TF never takes accelerator memory from JAX.
+Module layout: sampling.py (which frames, the canvas; no TF), clips.py (one video -> its
+decoded window on the canvas), streams.py (index-based reading), tfds_source.py, and this file
+(batches, iterators). The views are made on the device (cmpl_jax/views.py). Importing
+clips.py hides GPUs from TF, so TF never takes accelerator memory from JAX.
 """
 from __future__ import annotations
 
@@ -247,14 +248,14 @@ def make_train_iterator(config: Any, data_dir: str | None, labeled_indices: Sequ
                         num_local_devices: int) -> TrainIterator:
   """Iterator over the host's training batches, one per step from `start_step`:
 
-    {'labeled':   {'primary': uint8[D, b_l, T_F, S, S, 3], 'auxiliary': uint8[D, b_l, T_A, S, S, 3],
-                   'label': int32[D, b_l]},
-     'unlabeled': {'weak':   {'primary': uint8[D, b_u, T_F, S, S, 3], 'auxiliary': ...},
-                   'strong': {'primary': ..., 'auxiliary': ...}, 'label': int32[D, b_u]}}
+    {'labeled':   {'frames': uint8[D, b_l, U, Hc, Wc, 3], 'size': int32[D, b_l, 2],
+                   'transposed': bool[D, b_l], 'position': int32[D, b_l], 'label': int32[D, b_l]},
+     'unlabeled': the same with b_u}
 
-  D = num_local_devices, b_l = batch_size / (process_count * D), b_u = mu * b_l. 'auxiliary' only
-  with an auxiliary model (`methods.model_names`), 'unlabeled' not for method 'supervised'; unlabeled
-  labels are for diagnostics only. `labeled_indices` index the train split (`splits.py`).
+  D = num_local_devices, b_l = batch_size / (process_count * D), b_u = mu * b_l; U = the
+  window's union frames (sampling.union_offsets), Hc x Wc the canvas (sampling.canvas_for).
+  'unlabeled' not for method 'supervised'; unlabeled labels are for diagnostics only.
+  `labeled_indices` index the train split (`splits.py`).
   """
   dataset, table = _train_dataset(
       config, data_dir, labeled_indices, start_step=start_step, process_index=process_index,
@@ -303,11 +304,12 @@ def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = No
                        ) -> EvalIterator:
   """Iterator over `split` (default config.data.eval_split), each video exactly once:
 
-    {'primary': uint8[D, b, V, T_F, S, S, 3], 'auxiliary': ..., 'label': int32[D, b],
-     'mask': bool[D, b], 'index': int32[D, b]}
+    {'frames': uint8[D, b, C, U, Hc, Wc, 3], 'size': int32[D, b, 2], 'transposed': bool[D, b],
+     'label': int32[D, b], 'mask': bool[D, b], 'index': int32[D, b]}
 
-  V = eval.num_clips * eval.num_crops views (view = clip * num_crops + crop), `index` = the
-  video's position in metadata (or TFDS) order, -1 for padding. b = eval.batch_size / (P * D).
+  C = eval.num_clips uniform windows; the eval.num_crops crops of each are taken on the device
+  (views.eval_views). `index` = the video's position in metadata (or TFDS) order, -1 for
+  padding. b = eval.batch_size / (P * D).
   """
   source = _check_source(config)
   split = split or config.data.eval_split
@@ -326,7 +328,7 @@ def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = No
   else:
     table = RecordTable(_data_dir(config, data_dir), split)
     num_examples, jpeg = table.num_examples, True
-    stored = RecordTable(_data_dir(config, data_dir), config.data.train_split).stored_short_side()
+    stored = table.stored_short_side()
   if num_examples == 0:
     raise ValueError(f"split {split!r} has no examples")
   maker = clips.ClipMaker(config, sampling.canvas_for(config, stored), jpeg=jpeg)

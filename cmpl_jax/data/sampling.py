@@ -180,24 +180,26 @@ class Canvas(NamedTuple):
   jpeg_ratio: int
 
 
-def canvas_for(config: Any, stored_short_side: int) -> Canvas:
-  """The canvas of `config` for frames stored at `stored_short_side`.
+def canvas_for(config: Any, stored_short_side: int = 0) -> Canvas:
+  """The canvas of `config` for frames stored at `stored_short_side` (0 = sizes vary/unknown).
 
-  config.data.decode_short_side = 0 picks Hc = the smallest JPEG scale of the stored frames
-  whose short side still covers config.data.crop_size (with jpeg_dct_scaling; else the stored
-  short side): 256-pixel frames decode at 128 for 112 crops and at 256 for 224 crops.
+  Canvas height Hc: config.data.decode_short_side, else (0) the smallest JPEG DCT scale of the
+  stored short side that still covers config.data.crop_size (with jpeg_dct_scaling; without,
+  the stored short side), so no resize is needed: 256-pixel frames decode at 128 for 112 crops
+  and at 256 for 224 crops. Unknown or mixed sizes: Hc = the crop size, and each video decodes
+  at its own largest DCT scale covering Hc (clips.jpeg_ratio), then is resized to it.
+  `jpeg_ratio` is the largest DCT ratio a video may use.
   """
   crop = int(config.data.crop_size)
   stored = int(stored_short_side)
-  if stored < 1:
-    raise ValueError(f"stored short side {stored} is not positive")
-  wanted = int(config.data.decode_short_side) or None
-  scaling = bool(config.data.jpeg_dct_scaling)
-  ratio = 1
-  for r in JPEG_RATIOS:
-    scaled = -(-stored // r)
-    if scaling and scaled >= (wanted or crop):
-      ratio = r
-      break
-  height = wanted or -(-stored // ratio)
-  return Canvas(height, int(math.ceil(height * float(config.data.max_aspect_ratio))), ratio)
+  # .get: workdirs written before these fields existed (predict.py reads their config.json).
+  wanted = int(config.data.get("decode_short_side", 0)) or None
+  scaling = bool(config.data.get("jpeg_dct_scaling", True))
+  if stored <= 0:
+    height = wanted or crop
+    ratio = max(JPEG_RATIOS) if scaling else 1
+  else:
+    ratio = next((r for r in JPEG_RATIOS if scaling and -(-stored // r) >= (wanted or crop)), 1)
+    height = wanted or -(-stored // ratio)
+  aspect = float(config.data.get("max_aspect_ratio", 4 / 3))
+  return Canvas(height, int(math.ceil(height * aspect)), ratio)

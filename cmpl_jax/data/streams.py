@@ -97,12 +97,8 @@ class RecordTable:
         footer_bytes=tf.gather(self._sizes, file) - offset - length)
 
   def stored_short_side(self) -> int:
-    """The short side the converter stored frames at (metadata.json), or, for data converted
-    with --short_side=0 (sizes kept), that of the first record's frames."""
-    if self.metadata_short_side > 0 or not self.num_examples:
-      return self.metadata_short_side
-    parsed = records.parse_example(next(iter(self.read(tf.constant(0, tf.int64)))))
-    return int(min(int(parsed["height"]), int(parsed["width"])))
+    """The short side the converter stored frames at (metadata.json; 0 = sizes kept)."""
+    return self.metadata_short_side
 
   def describe(self, video: tf.Tensor) -> tf.Tensor:
     """'record R of FILE (media id M, split index I)' as a string tensor."""

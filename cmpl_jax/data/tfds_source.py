@@ -84,14 +84,9 @@ def class_names(config: Any, data_dir: str | None) -> list[str]:
 
 
 def stored_short_side(config: Any, data_dir: str | None) -> int:
-  """Short side of the dataset's frames: from its feature shape, else its first frame."""
-  builder = _builder(config, data_dir)
-  shape = builder.info.features["video"].shape  # (T, H, W, 3), H/W None when they vary
-  if shape[1] and shape[2]:
-    return int(min(shape[1], shape[2]))
-  first = next(iter(_read(builder, config.data.train_split, shuffle_files=False).take(1)))
-  return int(min(tf.io.extract_jpeg_shape(first["video"][0])[:2]) if _is_jpeg(builder) else
-             min(tf.shape(tf.io.decode_image(first["video"][0], channels=3))[:2]))
+  """Short side of the dataset's frames from its feature shape (0 when frame sizes vary)."""
+  shape = _builder(config, data_dir).info.features["video"].shape  # (T, H, W, 3)
+  return int(min(shape[1], shape[2])) if shape[1] and shape[2] else 0
 
 
 def train_sources(config: Any, data_dir: str | None, labeled_indices: Sequence[int]
