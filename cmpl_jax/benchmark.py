@@ -99,7 +99,19 @@ def time_train_step(config, num_classes: int, steps: int, warmup: int) -> dict:
     state, metrics = p_step(state, batch, rng)
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
-  return {"warmup_s_incl_compile": round(warmup_s, 2), "step_ms": round(1e3 * seconds / steps, 1),
+  views = jax.jit(lambda b, k: train.model_inputs(b, k, config))
+  one_device = jax.tree.map(lambda x: x[0], batch)
+  jax.block_until_ready(views(one_device, rng))
+  times = []
+  for i in range(max(3, min(steps, 10))):
+    start_views = time.perf_counter()
+    jax.block_until_ready(views(one_device, jax.random.fold_in(rng, i)))
+    times.append(time.perf_counter() - start_views)
+  views_ms = 1e3 * float(np.median(times))
+  step_ms = 1e3 * seconds / steps
+  return {"warmup_s_incl_compile": round(warmup_s, 2), "step_ms": round(step_ms, 1),
+          # The views of one device's batch, timed alone: their share of the step.
+          "views_ms": round(views_ms, 2), "views_share_of_step": round(views_ms / step_ms, 4),
           "steps_per_sec": round(steps / seconds, 3),
           "clips_per_sec": round(steps * clips_per_step(config) / seconds, 2)}
 

@@ -8,6 +8,7 @@ and also run before compilation (see `loop.py`).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -94,6 +95,7 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
                       "(python -m cmpl_jax.data.convert ... --output_dir=DIR)")
     elif not generated and not os.path.isdir(config.data.dir):
       problems.append(f"config.data.dir={config.data.dir!r}: no such folder")
+  _unlabeled_pools(problems, config, source)
   if training:
     _batch(problems, "config.batch_size", config.batch_size, device_count)
     _positive_int(problems, "config.num_train_steps", config.num_train_steps)
@@ -117,6 +119,46 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       problems.append(f"config.optim.learning_rate={config.optim.learning_rate!r}: must be > 0")
   if problems:
     raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _unlabeled_pools(problems: list[str], config: Any, source: str) -> None:
+  """config.data.unlabeled_sources / unlabeled_train_weight (cmpl_jax/data/sources.py)."""
+  spec = config.data.get("unlabeled_sources", "")
+  weight = config.data.get("unlabeled_train_weight", 1.0)
+  _in_range(problems, "config.data.unlabeled_train_weight", weight, 0, 1e6)
+  if not spec:
+    if weight == 0 and methods.uses_unlabeled(config.method):
+      problems.append("config.data.unlabeled_train_weight=0 and no unlabeled_sources: the "
+                      "unlabeled stream would have no videos")
+    return
+  if not isinstance(spec, str):
+    problems.append(f"config.data.unlabeled_sources={spec!r}: must be a string "
+                    "'DIR[:SPLIT][*WEIGHT],...'")
+    return
+  if source != "tfrecord":
+    problems.append("config.data.unlabeled_sources: extra unlabeled pools need "
+                    "config.data.source='tfrecord'")
+  for entry in (e.strip() for e in spec.split(",") if e.strip()):
+    path, _, pool_weight = entry.partition("*")
+    data_dir, _, split = path.partition(":")
+    where = f"config.data.unlabeled_sources entry {entry!r}"
+    try:
+      if pool_weight and not float(pool_weight) > 0:
+        problems.append(f"{where}: the weight must be > 0")
+    except ValueError:
+      problems.append(f"{where}: the weight {pool_weight!r} is not a number")
+    metadata = os.path.join(data_dir, "metadata.json")
+    if not os.path.isfile(metadata):
+      problems.append(f"{where}: {metadata} not found (convert the videos first: python -m "
+                      "cmpl_jax.data.convert --dataset=folder --input_dir=... "
+                      f"--output_dir={data_dir})")
+      continue
+    with open(metadata, encoding="utf-8") as f:
+      splits = json.load(f).get("splits", {})
+    wanted = split or ("unlabeled" if "unlabeled" in splits else "train")
+    if wanted not in splits:
+      problems.append(f"{where}: split {wanted!r} is not in {metadata} (it has "
+                      f"{sorted(splits)})")
 
 
 def _data_fields(problems: list[str], data: Any) -> None:

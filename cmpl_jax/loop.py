@@ -76,10 +76,10 @@ class _MetricAccumulator:
   def result(self) -> dict[str, float]:
     sums = jax.device_get(jax.tree.map(lambda x: x[0], self._sums))
     self._sums = None
-    # A ratio over nothing (e.g. pseudo-label accuracy when no clip cleared tau) is undefined:
-    # NaN, not a misleading 0 (the NaN guard checks the totals, not these ratios).
-    return {f"train/{name}": float(total) / float(count) if float(count) > 0 else float("nan")
-            for name, (total, count) in sums.items()}
+    # A ratio over nothing (pseudo-label accuracy when no clip cleared tau, or when no clip of
+    # the interval has a hidden label) is undefined: absent, not a misleading 0.
+    return {f"train/{name}": float(total) / float(count)
+            for name, (total, count) in sums.items() if float(count) > 0}
 
 
 class _StopSignal:
@@ -298,8 +298,8 @@ def _progress_line(step: int, total: int, scalars: Mapping[str, float], steps_pe
       part = f"{name[:3]} top1 {scalars[f'train/{name}/sup_top1']:.2f}"
       if f"train/{name}/mask_rate" in scalars:
         part += f" mask {scalars[f'train/{name}/mask_rate']:.2f}"
-        accuracy = scalars[f"train/{name}/pseudo_label_acc"]
-        part += " pl_acc " + ("-" if np.isnan(accuracy) else f"{accuracy:.2f}")
+        accuracy = scalars.get(f"train/{name}/pseudo_label_acc")
+        part += " pl_acc " + ("-" if accuracy is None else f"{accuracy:.2f}")
       parts.append(part)
   parts += [f"lr {scalars['train/learning_rate']:.4f}", f"{steps_per_sec:.2f} steps/s",
             f"ETA {_format_duration(eta)}"]
@@ -314,9 +314,9 @@ def _final_summary(workdir: str, results: Mapping[str, Any], scalars: Mapping[st
     if name in results:
       line = f"  {name:<9} test top1 {results[name]['top1']:.3f} top5 {results[name]['top5']:.3f}"
       if f"train/{name}/mask_rate" in scalars:
-        accuracy = scalars[f"train/{name}/pseudo_label_acc"]
+        accuracy = scalars.get(f"train/{name}/pseudo_label_acc")
         line += (f" | last mask rate {scalars[f'train/{name}/mask_rate']:.2f}, pseudo-label acc "
-                 + ("-" if np.isnan(accuracy) else f"{accuracy:.2f}"))
+                 + ("-" if accuracy is None else f"{accuracy:.2f}"))
       lines.append(line)
   workdir = os.path.abspath(workdir)
   lines += [f"  checkpoints: {os.path.join(workdir, checkpointing.DIRNAME)}",

@@ -76,10 +76,14 @@ def _supervised_terms(name: str, logits: Logits, labels_B: jax.Array):
 
 
 def _teacher_metrics(name: str, targets: PseudoLabels, true_labels_B: jax.Array):
+  """Mask rate over every unlabeled clip; pseudo-label accuracy over the confident clips whose
+  hidden label is known (label -1: a pool without labels), so it is a ratio over nothing, and
+  reported as absent, when no such clip exists."""
   correct_B = (targets.labels_B == true_labels_B).astype(jnp.float32)
+  known_mask_B = targets.mask_B * (true_labels_B >= 0)
   return {f"{name}/mask_rate": _mean_metric(targets.mask_B),
-          f"{name}/pseudo_label_acc": (jnp.sum(correct_B * targets.mask_B),
-                                       jnp.sum(targets.mask_B))}
+          f"{name}/pseudo_label_acc": (jnp.sum(correct_B * known_mask_B),
+                                       jnp.sum(known_mask_B))}
 
 
 def supervised(logits: dict[str, Logits], labels_B: jax.Array, **unused):

@@ -47,6 +47,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.labeled_percent = 1.0     # class-balanced labeled subset of the train split, in %
   config.data.labeled_list = ""         # file of labeled videos (VideoSSL/LTG style); overrides percent
   config.data.labeled_seed = 0          # which class-balanced subset
+  # Extra unlabeled video for the unlabeled stream: comma-separated DIR[:SPLIT][*WEIGHT], each
+  # a converted folder (`convert --dataset=folder`, split 'unlabeled') or dataset split; clips
+  # are drawn from each pool with probability WEIGHT / total (default weight 1).
+  config.data.unlabeled_sources = ""
+  config.data.unlabeled_train_weight = 1.0  # weight of the train split itself (0 = leave it out)
   config.data.crop_size = 112           # training / eval crop (pixels, square)
   config.data.min_area = 0.25           # scale jitter: crop area in [min_area, 1] of the frame
   # Host decode (cmpl_jax/data/clips.py): frames go to the device at this short side (0 = the

@@ -163,3 +163,33 @@ def test_eval_mode_and_predict_cli(dataset, tmp_path):
                        env=env, capture_output=True, text=True)
   assert bad.returncode == 2 and "not a readable video" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_labeled_dataset_plus_an_unlabeled_folder(dataset, tmp_path):
+  """10% style run: labeled clips from the dataset, unlabeled clips from a folder of videos
+  converted with --dataset=folder (no labels): the folder's clips reach the step, and the
+  pseudo-label accuracy, which needs hidden labels, is absent rather than 0."""
+  raw, data_dir = dataset
+  folder = str(tmp_path / "phone_videos")
+  shutil.copytree(os.path.join(raw, synthetic.VIDEOS_DIRNAME), os.path.join(folder, "clips"))
+  pool = str(tmp_path / "pool_records")
+  convert.convert(dataset="folder", input_dir=folder, output_dir=pool, short_side=0,
+                  num_workers=1)
+  with open(os.path.join(pool, "metadata.json")) as f:
+    assert json.load(f)["splits"]["unlabeled"]["num_examples"] == 12
+  config = tiny_config("cmpl", data_dir, steps=2)
+  config.data.unlabeled_sources = pool
+  config.data.unlabeled_train_weight = 0.0   # every unlabeled clip from the folder
+  workdir = str(tmp_path / "run")
+  results = loop.train_and_evaluate(config, workdir)
+  assert results["step"] == 2
+  scalars = tensorboard_scalars(workdir)
+  assert "train/primary/mask_rate" in scalars
+  assert not any(tag.endswith("pseudo_label_acc") for tag in scalars)
+  # Half from the folder: hidden labels exist for the train split's clips only.
+  config.data.unlabeled_train_weight = 1.0
+  from cmpl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  batches = pipeline.make_train_iterator(config, None, [0, 1, 2], start_step=0, process_index=0,
+                                         process_count=1, num_local_devices=1)
+  labels = np.concatenate([next(batches)["unlabeled"]["label"].ravel() for _ in range(8)])
+  assert 0.2 < np.mean(labels == -1) < 0.8 and np.all(labels[labels >= 0] < 3)

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cmpl_jax.data import convert, folder, records, streams, video_io
+from cmpl_jax.data import convert, folder, records, video_io
 import test_video_io as tv  # tests/ is on sys.path under pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +120,7 @@ def test_records_parse_and_plain_glob_reads_exactly_the_videos(converted):
 
 def test_record_table_reads_an_unlabeled_split(converted):
   out, metadata = converted
-  table = streams.RecordTable(out, "unlabeled")  # no classes: the label range check is off
+  table = records.RecordTable(out, "unlabeled")  # no classes: the label range check is off
   assert table.num_classes is None and table.num_examples == len(VIDEOS)
   example = table.parse_checked(next(iter(table.read(tf.constant(0, tf.int64)))))
   assert int(example["label"]) == -1

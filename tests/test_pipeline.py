@@ -410,7 +410,7 @@ def test_predict_builds_the_eval_windows_of_the_pipeline(data_dir):
   """predict.py's numpy host path (decoded frames -> canvas windows) equals the pipeline's."""
   from cmpl_jax import predict  # pylint: disable=g-import-not-at-top
   config = small_config(data_dir)
-  table = streams.RecordTable(data_dir, "test")
+  table = records.RecordTable(data_dir, "test")
   batch = next(iter(pipeline.make_eval_iterator(config, None, process_index=0, process_count=1,
                                                 num_local_devices=1)))
   for i in range(2):

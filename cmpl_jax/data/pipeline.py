@@ -1,9 +1,15 @@
-"""tf.data input pipeline: index-based streams -> read -> sample/decode -> host batches.
+"""tf.data input pipeline: source -> read -> parse -> sample -> decode -> host batches.
+
+The phases, each in one place: the source (sources.py, chosen once from config) reads and
+parses records in stream order (streams.py); clips.py samples each video's window
+(sampling.py's maths) and decodes its frames onto the canvas; this file batches them for the
+local devices. The views are then made on the device in the jitted step (cmpl_jax/views.py).
 
 Design (what makes resume, multi-host and device-count independence exact):
   * A training stream is a sequence of elements k = 0, 1, 2, ... Element k is video
     `index_shuffle(k mod N, seed=(config.seed, stream, epoch=k // N), N - 1)` of the stream's
-    index set (labeled subset, or the whole train split), read by byte offset from its shard
+    index set (labeled subset; or the train split plus any extra unlabeled pools, mixed by
+    weight, see streams.Pools), read by byte offset from its shard
     (FixedLengthRecordDataset), and augmented with stateless seeds from (config.seed, stream, k).
     A stream is thus a pure function of (seed, k): resuming at step s starts the labeled stream
     at k = s * batch_size and the unlabeled one at k = s * batch_size * mu; no iterator state.
@@ -20,10 +26,7 @@ Design (what makes resume, multi-host and device-count independence exact):
     (`TrainIterator.num_skipped_records`, `EvalIterator.num_skipped_records`).
   * `config.data.source == 'tfds'`: TFDS has no byte offsets, so its training streams are
     sequential (see tfds_source.py for what that costs).
-Module layout: sampling.py (which frames, the canvas; no TF), clips.py (one video -> its
-decoded window on the canvas), streams.py (index-based reading), tfds_source.py, and this file
-(batches, iterators). The views are made on the device (cmpl_jax/views.py). Importing
-clips.py hides GPUs from TF, so TF never takes accelerator memory from JAX.
+Importing clips.py hides GPUs from TF, so TF never takes accelerator memory from JAX.
 """
 from __future__ import annotations
 
@@ -35,18 +38,12 @@ import numpy as np
 import tensorflow as tf
 
 from cmpl_jax import methods
-from cmpl_jax.data import clips, records, sampling, tfds_source
-from cmpl_jax.data.streams import (LABELED_STREAM, UNLABELED_STREAM, RecordTable, eval_stream,
-                                   plain, train_stream)
+from cmpl_jax.data import clips, sampling, sources
+from cmpl_jax.data.streams import plain
 
 
 class BadRecordError(RuntimeError):
   """A record could not be read, parsed or decoded (message names file, record, media id)."""
-
-
-def _parallelism(config: Any) -> int:
-  calls = int(config.data.num_parallel_calls)
-  return tf.data.AUTOTUNE if calls <= 0 else calls
 
 
 def _host_batch(global_batch: int, field: str, process_count: int, num_local_devices: int
@@ -78,19 +75,13 @@ def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _check_source(config: Any) -> str:
-  source = config.data.source
-  if source not in ("tfrecord", "tfds"):
-    raise ValueError(f"config.data.source must be 'tfrecord' or 'tfds', got {source!r}")
-  return source
-
-
-def _data_dir(config: Any, data_dir: str | None) -> str:
-  data_dir = data_dir or config.data.dir
-  if not data_dir:
-    raise ValueError("config.data.dir is empty: set it to the folder written by "
-                     "`python -m cmpl_jax.data.convert` (or use config.data.source='tfds')")
-  return data_dir
+def _stream_kwargs(config: Any, process_index: int, process_count: int) -> dict[str, Any]:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
+  calls = int(config.data.num_parallel_calls)
+  return dict(process_index=process_index, process_count=process_count,
+              parallel=tf.data.AUTOTUNE if calls <= 0 else calls,
+              skip_bad=bool(config.data.skip_bad_records))
 
 
 def train_split_labels(config: Any, data_dir: str | None = None
@@ -100,18 +91,18 @@ def train_split_labels(config: Any, data_dir: str | None = None
   tfrecord: from metadata.json. tfds: one pass over the split (every record is read once);
   media ids are `<split>[<position>]`.
   """
-  if _check_source(config) == "tfds":
-    return tfds_source.split_labels(config, config.data.train_split, data_dir)
-  metadata = records.read_metadata(_data_dir(config, data_dir))
-  info = RecordTable.split_info(metadata, config.data.train_split, _data_dir(config, data_dir))
-  return list(info["media_ids"]), [int(x) for x in info["labels"]], list(metadata["classes"])
+  source = sources.make(config, data_dir)
+  return (*source.train_split_labels(), source.class_names())
 
 
 def class_names(config: Any, data_dir: str | None = None) -> list[str]:
   """Class names in label order, without reading any record (metadata.json / TFDS info)."""
-  if _check_source(config) == "tfds":
-    return tfds_source.class_names(config, data_dir)
-  return list(records.read_metadata(_data_dir(config, data_dir))["classes"])
+  return sources.make(config, data_dir).class_names()
+
+
+def _maker(config: Any, source: Any, split: str) -> clips.ClipMaker:
+  canvas = sampling.canvas_for(config, source.stored_short_side(split))
+  return clips.ClipMaker(config, canvas, jpeg=source.jpeg)
 
 
 # --------------------------------------------------------------------------- training
@@ -119,68 +110,43 @@ def class_names(config: Any, data_dir: str | None = None) -> list[str]:
 
 def _train_dataset(config: Any, data_dir: str | None, labeled_indices: Sequence[int], *,
                    start_step: int, process_index: int, process_count: int,
-                   num_local_devices: int) -> tuple[tf.data.Dataset, RecordTable | None]:
-  """The host's training batches, and the RecordTable (None for tfds) for error messages.
+                   num_local_devices: int) -> tuple[tf.data.Dataset, Any]:
+  """The host's training batches, and their source (for error messages).
 
   Leaves also carry `_bad`, `_bad_index`, `_ok` (skip accounting; the iterator removes them).
   """
-  source = _check_source(config)
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}")
-  supervised = not methods.uses_unlabeled(config.method)
   labeled_batch = int(config.batch_size)
   _host_batch(labeled_batch, "config.batch_size", process_count, num_local_devices)  # Checks.
   labeled_indices = [int(i) for i in labeled_indices]
   if not labeled_indices:
     raise ValueError("the labeled subset is empty")
-  parallel = _parallelism(config)
-  common = dict(seed=int(config.seed), start_step=start_step, process_index=process_index,
-                process_count=process_count, parallel=parallel,
-                skip_bad=bool(config.data.skip_bad_records))
+  source = sources.make(config, data_dir)
+  maker = _maker(config, source, config.data.train_split)
+  common = dict(_stream_kwargs(config, process_index, process_count), seed=int(config.seed),
+                start_step=start_step, placeholder=lambda: maker.placeholder("train"))
 
-  table = None
-  if source == "tfds":
-    tfds_streams = tfds_source.train_sources(config, data_dir, labeled_indices)
-    jpeg = tfds_streams["jpeg"]
-    stored = tfds_source.stored_short_side(config, data_dir)
-  else:
-    table = RecordTable(_data_dir(config, data_dir), config.data.train_split)
-    if table.num_examples == 0:
-      raise ValueError(f"split {config.data.train_split!r} of {table.paths} has no examples")
-    bad = [i for i in labeled_indices if not 0 <= i < table.num_examples]
-    if bad:
-      raise ValueError(f"labeled indices out of range [0, {table.num_examples}) of split "
-                       f"{config.data.train_split!r}: {bad[:10]}")
-    jpeg, stored = True, table.stored_short_side()
-  maker = clips.ClipMaker(config, sampling.canvas_for(config, stored), jpeg=jpeg)
-
-  def stream(stream_id, global_batch, example_fn, index_set):
-    kind = "labeled" if stream_id == LABELED_STREAM else "unlabeled"
-    kwargs = dict(common, stream_id=stream_id, global_batch=global_batch,
-                  placeholder=lambda: maker.placeholder("train"))
-    if source == "tfds":
-      ds = tfds_source.train_stream(tfds_streams[kind], example_fn, **kwargs)
-    else:
-      ds = train_stream(table, index_set, example_fn, **kwargs)
+  def batched(ds, global_batch):
     return _to_devices(ds, global_batch // process_count, num_local_devices)
 
-  labeled = stream(LABELED_STREAM, labeled_batch, maker.train, labeled_indices)
-  if supervised:
-    return _with_options(labeled.map(plain(lambda batch: {"labeled": batch}))), table
-  unlabeled = stream(UNLABELED_STREAM, labeled_batch * int(config.mu), maker.train,
-                     None if source == "tfds" else list(range(table.num_examples)))
+  labeled = batched(source.labeled(labeled_indices, maker.train, global_batch=labeled_batch,
+                                   **common), labeled_batch)
+  if not methods.uses_unlabeled(config.method):
+    return _with_options(labeled.map(plain(lambda batch: {"labeled": batch}))), source
+  unlabeled_batch = labeled_batch * int(config.mu)
+  unlabeled = batched(source.unlabeled(maker.train, global_batch=unlabeled_batch, **common),
+                      unlabeled_batch)
   ds = tf.data.Dataset.zip(labeled, unlabeled)
-  return _with_options(ds.map(plain(lambda lab, unl: {"labeled": lab, "unlabeled": unl}))), table
+  return _with_options(ds.map(plain(lambda lab, unl: {"labeled": lab, "unlabeled": unl}))), source
 
 
 class _Batches:
   """Numpy batches of a dataset; turns our in-graph bad-record assertion into BadRecordError."""
 
-  def __init__(self, dataset: tf.data.Dataset, table: RecordTable | None):
+  def __init__(self, dataset: tf.data.Dataset, source: Any, split: str):
     self._iterator = dataset.as_numpy_iterator()
-    self._table = table
+    self._source, self._split = source, split
     self.num_skipped_records = 0
     self.skipped_media_ids: list[str] = []
 
@@ -193,8 +159,8 @@ class _Batches:
         raise
       message = match.group(1)
       cause = re.search(r"split index (\d+)", message)
-      if self._table is not None and cause:
-        message += f" ({self._table.diagnose(int(cause.group(1)))})"
+      if cause:
+        message += f" ({self._source.diagnose(self._split, int(cause.group(1)))})"
       raise BadRecordError(message + "; set config.data.skip_bad_records=True to skip such "
                            "records, or re-convert the video") from None
     self._account(batch)
@@ -208,7 +174,7 @@ class _Batches:
       count = int(bad.sum())
       if count:
         self.num_skipped_records += count
-        names = [self._table.media_ids[i] if self._table else f"#{i}"
+        names = [self._source.media_id(self._split, int(i))
                  for i in np.unique(bad_index[bad_index >= 0])]
         self.skipped_media_ids.extend(names)
         logging.warning("skipped %d bad record(s) (%s); %d so far", count, ", ".join(names),
@@ -221,10 +187,9 @@ class _Batches:
 class TrainIterator:
   """Yields the host's batch of each step from `start_step` on (see `make_train_iterator`)."""
 
-  def __init__(self, dataset: tf.data.Dataset, start_step: int, table: RecordTable | None):
-    self.dataset = dataset
+  def __init__(self, batches: _Batches, start_step: int):
     self.step = start_step  # Step of the next batch.
-    self._batches = _Batches(dataset, table)
+    self._batches = batches
 
   @property
   def num_skipped_records(self) -> int:
@@ -257,10 +222,10 @@ def make_train_iterator(config: Any, data_dir: str | None, labeled_indices: Sequ
   'unlabeled' not for method 'supervised'; unlabeled labels are for diagnostics only.
   `labeled_indices` index the train split (`splits.py`).
   """
-  dataset, table = _train_dataset(
+  dataset, source = _train_dataset(
       config, data_dir, labeled_indices, start_step=start_step, process_index=process_index,
       process_count=process_count, num_local_devices=num_local_devices)
-  return TrainIterator(dataset, start_step, table)
+  return TrainIterator(_Batches(dataset, source, config.data.train_split), start_step)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -269,12 +234,10 @@ def make_train_iterator(config: Any, data_dir: str | None, labeled_indices: Sequ
 class EvalIterator:
   """One pass over an eval split; `len()` / `num_batches` batches, the last padded + masked."""
 
-  def __init__(self, dataset: tf.data.Dataset, num_batches: int, num_examples: int,
-               table: RecordTable | None):
-    self.dataset = dataset
+  def __init__(self, batches: _Batches, num_batches: int, num_examples: int):
     self.num_batches = num_batches
     self.num_examples = num_examples
-    self._batches = _Batches(dataset, table)
+    self._batches = batches
     self._produced = 0
 
   @property
@@ -311,32 +274,13 @@ def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = No
   (views.eval_views). `index` = the video's position in metadata (or TFDS) order, -1 for
   padding. b = eval.batch_size / (P * D).
   """
-  source = _check_source(config)
   split = split or config.data.eval_split
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} not in [0, process_count={process_count})")
   global_batch = int(config.eval.batch_size)
   host_batch = _host_batch(global_batch, "config.eval.batch_size", process_count,
                            num_local_devices)
-  kwargs = dict(global_batch=global_batch, process_index=process_index,
-                process_count=process_count, parallel=_parallelism(config),
-                skip_bad=bool(config.data.skip_bad_records))
-  table = None
-  if source == "tfds":
-    source_ds, num_examples, jpeg = tfds_source.eval_source(config, data_dir, split)
-    stored = tfds_source.stored_short_side(config, data_dir)
-  else:
-    table = RecordTable(_data_dir(config, data_dir), split)
-    num_examples, jpeg = table.num_examples, True
-    stored = table.stored_short_side()
-  if num_examples == 0:
-    raise ValueError(f"split {split!r} has no examples")
-  maker = clips.ClipMaker(config, sampling.canvas_for(config, stored), jpeg=jpeg)
-  num_batches = -(-num_examples // global_batch)
-  if source == "tfds":
-    ds = tfds_source.eval_stream(source_ds, num_examples, maker, num_batches=num_batches,
-                                 **kwargs)
-  else:
-    ds = eval_stream(table, maker, num_batches=num_batches, **kwargs)
+  source = sources.make(config, data_dir)
+  maker = _maker(config, source, split)
+  ds, num_examples = source.eval_split(split, maker, global_batch=global_batch,
+                                       **_stream_kwargs(config, process_index, process_count))
   ds = _with_options(_to_devices(ds, host_batch, num_local_devices))
-  return EvalIterator(ds, num_batches, num_examples, table)
+  return EvalIterator(_Batches(ds, source, split), -(-num_examples // global_batch), num_examples)

@@ -1,4 +1,4 @@
-"""The TFRecord schema (design brief section 3): one place that writes and parses it.
+"""The TFRecord schema (README, "Data"): one place that writes, parses and indexes it.
 
 One `tf.train.SequenceExample` per video, keys from MediaPipe MediaSequence:
 context `clip/media_id`, `clip/label/index`, `clip/label/string`, `image/frame_rate`,
@@ -15,6 +15,7 @@ import os
 import re
 from typing import Any, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from cmpl_jax import fileio
@@ -212,3 +213,162 @@ def record_locations(data_dir: str, split_info: dict[str, Any], indices: Sequenc
   offsets = [int(split_info["offsets"][i]) for i in indices]
   lengths = [int(split_info["lengths"][i]) for i in indices]
   return paths, offsets, lengths
+
+
+# --------------------------------------------------------------------------- reading by offset
+
+
+def split_info(metadata: dict[str, Any], split: str, data_dir: str) -> dict[str, Any]:
+  """metadata['splits'][split], checked for the keys reading by offset needs."""
+  splits = metadata.get("splits", {})
+  if split not in splits:
+    raise KeyError(f"split {split!r} is not in {data_dir}/{METADATA_FILENAME} (it has "
+                   f"{sorted(splits)}); check config.data.train_split/eval_split")
+  info = splits[split]
+  missing = [key for key in ("media_ids", "labels", "files", "file_index", "offsets",
+                             "lengths") if key not in info]
+  if missing:
+    raise KeyError(f"{data_dir}/{METADATA_FILENAME}: split {split!r} lacks {missing}; "
+                   f"re-run `python -m cmpl_jax.data.convert`")
+  return info
+
+
+class RecordTable:
+  """Where each example of a split lives (metadata.json's offset index), as lists and tensors.
+
+  `pools`: extra (data_dir, split) pairs appended after the split's own examples (unlabeled
+  video from elsewhere: a `--dataset=folder` conversion, another dataset). Their hidden labels
+  (`labels`, diagnostics only) are kept when their class list is this dataset's, else -1.
+  `ranges` lists (first example, count) of the split and of each pool.
+  """
+
+  def __init__(self, data_dir: str, split: str, pools: Sequence[tuple[str, str]] = ()):
+    metadata = read_metadata(data_dir)
+    self.split = split
+    self.metadata_short_side = int(metadata.get("short_side") or 0)
+    classes = list(metadata.get("classes", []))
+    self.num_classes = len(classes) or None
+    parts = [self._part(data_dir, split, metadata, check_labels=True)]
+    for pool_dir, pool_split in pools:
+      pool_metadata = read_metadata(pool_dir)
+      part = self._part(pool_dir, pool_split, pool_metadata, check_labels=False)
+      if list(pool_metadata.get("classes", [])) != classes:
+        part["labels"] = np.full_like(part["labels"], -1)
+      if int(pool_metadata.get("short_side") or 0) != self.metadata_short_side:
+        self.metadata_short_side = 0  # mixed sizes: every video picks its own DCT scale
+      parts.append(part)
+    self.ranges, start = [], 0
+    for part in parts:
+      self.ranges.append((start, len(part["media_ids"])))
+      start += len(part["media_ids"])
+    self.media_ids: list[str] = [m for part in parts for m in part["media_ids"]]
+    self.num_examples = len(self.media_ids)
+    self.paths = [p for part in parts for p in part["paths"]]
+    shifts = np.cumsum([0] + [len(part["paths"]) for part in parts[:-1]])
+    self.file_index = np.concatenate([part["file_index"] + s for part, s in zip(parts, shifts)])
+    self.ordinals = np.concatenate([part["ordinals"] for part in parts])
+    self.labels = np.concatenate([part["labels"] for part in parts])
+    self._files = tf.constant(self.paths or [""], tf.string)
+    self._sizes = tf.constant(np.concatenate([part["sizes"] for part in parts]) if self.paths
+                              else [0], tf.int64)
+    self._file_index = tf.constant(self.file_index, tf.int64)
+    self._offsets = tf.constant(np.concatenate([part["offsets"] for part in parts]), tf.int64)
+    self._lengths = tf.constant(np.concatenate([part["lengths"] for part in parts]), tf.int64)
+    self._ordinals = tf.constant(self.ordinals, tf.int64)
+    self._media_ids = tf.constant(self.media_ids or [""], tf.string)
+    self._labels = tf.constant(self.labels, tf.int64)
+
+  @staticmethod
+  def _part(data_dir: str, split: str, metadata: dict[str, Any], check_labels: bool
+            ) -> dict[str, Any]:
+    info = split_info(metadata, split, data_dir)
+    paths = [os.path.join(data_dir, name) for name in info["files"]]
+    sizes = []
+    for path in paths:
+      if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} (split {split!r} of {METADATA_FILENAME}) is missing")
+      sizes.append(tf.io.gfile.stat(path).length)
+    file_index = np.asarray(info["file_index"], np.int64)
+    offsets = np.asarray(info["offsets"], np.int64)
+    # Record number inside its shard, for error messages: rank of the offset within the file.
+    order = np.lexsort((offsets, file_index))
+    first = np.searchsorted(file_index[order], file_index[order], side="left")
+    ordinals = np.empty_like(offsets)
+    ordinals[order] = np.arange(len(order)) - first
+    labels = np.asarray(info["labels"], np.int64)
+    num_classes = len(metadata.get("classes", []))
+    if check_labels and num_classes and labels.size:
+      bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+      if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{data_dir}/{METADATA_FILENAME}: split {split!r} has {bad.size} label(s) outside "
+            f"[0, {num_classes}) (the class list); first: label {labels[i]} of media id "
+            f"{info['media_ids'][i]!r}, record {ordinals[i]} of {paths[file_index[i]]}. "
+            f"Re-convert the data.")
+    return {"media_ids": list(info["media_ids"]), "paths": paths,
+            "sizes": np.asarray(sizes, np.int64), "file_index": file_index, "offsets": offsets,
+            "lengths": np.asarray(info["lengths"], np.int64), "ordinals": ordinals,
+            "labels": labels}
+
+  def read(self, video: tf.Tensor) -> tf.data.Dataset:
+    """A dataset of exactly one element: the serialized record of example `video`."""
+    file = tf.gather(self._file_index, video)
+    offset, length = tf.gather(self._offsets, video), tf.gather(self._lengths, video)
+    return tf.data.FixedLengthRecordDataset(
+        tf.gather(self._files, file), record_bytes=length, header_bytes=offset,
+        footer_bytes=tf.gather(self._sizes, file) - offset - length)
+
+  def stored_short_side(self) -> int:
+    """The short side the converter stored frames at (metadata.json; 0 = sizes kept/mixed)."""
+    return self.metadata_short_side
+
+  def hidden_label(self, video: tf.Tensor) -> tf.Tensor:
+    """The metadata label of example `video` (-1 for pools without this dataset's labels)."""
+    return tf.gather(self._labels, video)
+
+  def describe(self, video: tf.Tensor) -> tf.Tensor:
+    """'record R of FILE (media id M, split index I)' as a string tensor."""
+    video = tf.cast(video, tf.int64)
+    return tf.strings.join([
+        "record ", tf.strings.as_string(tf.gather(self._ordinals, video)), " of ",
+        tf.gather(self._files, tf.gather(self._file_index, video)), " (media id ",
+        tf.gather(self._media_ids, video), ", split index ", tf.strings.as_string(video), ")"])
+
+  def parse_checked(self, serialized: tf.Tensor, check_label: bool = True
+                    ) -> dict[str, tf.Tensor]:
+    """parse_example + in-graph checks that the record has frames and (with `check_label`)
+    an in-range label: a failed check makes the record 'bad', like a read or decode error."""
+    parsed = parse_example(serialized)
+    checks = [tf.debugging.assert_positive(tf.size(parsed["frames_T"]),
+                                           message="record has no frames")]
+    if self.num_classes is not None and check_label:
+      checks += [tf.debugging.assert_non_negative(parsed["label"], message="label < 0"),
+                 tf.debugging.assert_less(parsed["label"], tf.constant(self.num_classes,
+                                                                      tf.int64),
+                                          message="label >= number of classes")]
+    with tf.control_dependencies(checks):
+      return {key: tf.identity(value) for key, value in parsed.items()}
+
+  def diagnose(self, video: int) -> str:
+    """The underlying error of a bad record, found by re-reading it eagerly (error path only)."""
+    try:
+      serialized = next(iter(self.read(tf.constant(video, tf.int64))))
+    except (tf.errors.OpError, StopIteration) as e:
+      return f"reading failed: {getattr(e, 'message', e)}"
+    try:
+      parsed = parse_example(serialized)
+    except tf.errors.OpError as e:
+      return f"parsing failed: {e.message.splitlines()[0]}"
+    frames_T, label = parsed["frames_T"], int(parsed["label"])
+    in_pool = video >= self.ranges[0][1]
+    if self.num_classes is not None and not in_pool and not 0 <= label < self.num_classes:
+      return f"label {label} is outside [0, {self.num_classes})"
+    if int(tf.size(frames_T)) == 0:
+      return "the record has no frames"
+    for i, frame in enumerate(frames_T):
+      try:
+        tf.io.decode_jpeg(frame, channels=3)
+      except tf.errors.OpError as e:
+        return f"frame {i}: {e.message.splitlines()[0]}"
+    return "it reads and decodes when retried"

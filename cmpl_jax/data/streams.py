@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from cmpl_jax.data import records
-from cmpl_jax.data.sampling import LABELED_STREAM, UNLABELED_STREAM  # pylint: disable=unused-import
+from cmpl_jax.data.records import RecordTable
 # skip_bad_records: a bad training video is replaced by the next one of the permutation, up to
 # MAX_ATTEMPTS - 1 times; an element whose MAX_ATTEMPTS videos are all bad is an error.
 MAX_ATTEMPTS = 4
@@ -28,139 +28,49 @@ ExampleFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], dict]
 plain = tf.autograph.experimental.do_not_convert
 
 
-class RecordTable:
-  """Where each example of one split lives (from metadata.json), as Python lists and tensors."""
-
-  @staticmethod
-  def split_info(metadata: dict[str, Any], split: str, data_dir: str) -> dict[str, Any]:
-    splits = metadata.get("splits", {})
-    if split not in splits:
-      raise KeyError(f"split {split!r} is not in {data_dir}/{records.METADATA_FILENAME} "
-                     f"(it has {sorted(splits)}); check config.data.train_split/eval_split")
-    info = splits[split]
-    missing = [key for key in ("media_ids", "labels", "files", "file_index", "offsets",
-                               "lengths") if key not in info]
-    if missing:
-      raise KeyError(f"{data_dir}/{records.METADATA_FILENAME}: split {split!r} lacks {missing}; "
-                     f"re-run `python -m cmpl_jax.data.convert`")
-    return info
-
-  def __init__(self, data_dir: str, split: str):
-    metadata = records.read_metadata(data_dir)
-    info = self.split_info(metadata, split, data_dir)
-    self.split = split
-    self.metadata_short_side = int(metadata.get("short_side") or 0)
-    self.num_classes = len(metadata.get("classes", [])) or None
-    self.media_ids: list[str] = list(info["media_ids"])
-    self.num_examples = len(self.media_ids)
-    self.paths = [os.path.join(data_dir, name) for name in info["files"]]
-    sizes = []
-    for path in self.paths:
-      if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} (split {split!r} of {records.METADATA_FILENAME}) is "
-                                f"missing")
-      sizes.append(tf.io.gfile.stat(path).length)
-    file_index = np.asarray(info["file_index"], np.int64)
-    offsets = np.asarray(info["offsets"], np.int64)
-    lengths = np.asarray(info["lengths"], np.int64)
-    # Record number inside its shard, for error messages: rank of the offset within the file.
-    order = np.lexsort((offsets, file_index))
-    first = np.searchsorted(file_index[order], file_index[order], side="left")
-    ordinals = np.empty_like(offsets)
-    ordinals[order] = np.arange(len(order)) - first
-    self.ordinals = ordinals
-    labels = np.asarray(info["labels"], np.int64)
-    if self.num_classes is not None and labels.size:
-      bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
-      if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"{data_dir}/{records.METADATA_FILENAME}: split {split!r} has {bad.size} label(s) "
-            f"outside [0, {self.num_classes}) (the class list); first: label {labels[i]} of "
-            f"media id {self.media_ids[i]!r}, record {ordinals[i]} of "
-            f"{self.paths[file_index[i]]}. Re-convert the data.")
-    self.file_index = file_index
-    self._files = tf.constant(self.paths or [""], tf.string)
-    self._sizes = tf.constant(sizes or [0], tf.int64)
-    self._file_index = tf.constant(file_index, tf.int64)
-    self._offsets = tf.constant(offsets, tf.int64)
-    self._lengths = tf.constant(lengths, tf.int64)
-    self._ordinals = tf.constant(ordinals, tf.int64)
-    self._media_ids = tf.constant(self.media_ids or [""], tf.string)
-
-  def read(self, video: tf.Tensor) -> tf.data.Dataset:
-    """A dataset of exactly one element: the serialized record of example `video`."""
-    file = tf.gather(self._file_index, video)
-    offset, length = tf.gather(self._offsets, video), tf.gather(self._lengths, video)
-    return tf.data.FixedLengthRecordDataset(
-        tf.gather(self._files, file), record_bytes=length, header_bytes=offset,
-        footer_bytes=tf.gather(self._sizes, file) - offset - length)
-
-  def stored_short_side(self) -> int:
-    """The short side the converter stored frames at (metadata.json; 0 = sizes kept)."""
-    return self.metadata_short_side
-
-  def describe(self, video: tf.Tensor) -> tf.Tensor:
-    """'record R of FILE (media id M, split index I)' as a string tensor."""
-    video = tf.cast(video, tf.int64)
-    return tf.strings.join([
-        "record ", tf.strings.as_string(tf.gather(self._ordinals, video)), " of ",
-        tf.gather(self._files, tf.gather(self._file_index, video)), " (media id ",
-        tf.gather(self._media_ids, video), ", split index ", tf.strings.as_string(video), ")"])
-
-  def parse_checked(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """records.parse_example + in-graph checks that the record has frames and an in-range
-    label (a failed check makes the record 'bad', like a read or decode error)."""
-    parsed = records.parse_example(serialized)
-    checks = [tf.debugging.assert_positive(tf.size(parsed["frames_T"]),
-                                           message="record has no frames")]
-    if self.num_classes is not None:
-      checks += [tf.debugging.assert_non_negative(parsed["label"], message="label < 0"),
-                 tf.debugging.assert_less(parsed["label"], tf.constant(self.num_classes,
-                                                                      tf.int64),
-                                          message="label >= number of classes")]
-    with tf.control_dependencies(checks):
-      return {key: tf.identity(value) for key, value in parsed.items()}
-
-  def diagnose(self, video: int) -> str:
-    """The underlying error of a bad record, found by re-reading it eagerly (error path only)."""
-    try:
-      serialized = next(iter(self.read(tf.constant(video, tf.int64))))
-    except (tf.errors.OpError, StopIteration) as e:
-      return f"reading failed: {getattr(e, 'message', e)}"
-    try:
-      parsed = records.parse_example(serialized)
-    except tf.errors.OpError as e:
-      return f"parsing failed: {e.message.splitlines()[0]}"
-    frames_T, label = parsed["frames_T"], int(parsed["label"])
-    if self.num_classes is not None and not 0 <= label < self.num_classes:
-      return f"label {label} is outside [0, {self.num_classes})"
-    if int(tf.size(frames_T)) == 0:
-      return "the record has no frames"
-    for i, frame in enumerate(frames_T):
-      try:
-        tf.io.decode_jpeg(frame, channels=3)
-      except tf.errors.OpError as e:
-        return f"frame {i}: {e.message.splitlines()[0]}"
-    return "it reads and decodes when retried"
-
-
 def host_position(i: Any, global_batch: int, host_batch: int, process_index: int) -> Any:
   """Stream position of the host's i-th element: its slice of each global batch."""
   return (i // host_batch) * global_batch + process_index * host_batch + i % host_batch
 
 
 def stream_video(index_set_N: tf.Tensor, k: tf.Tensor, seed: int, stream_id: int,
-                 attempt: int = 0) -> tf.Tensor:
-  """Video of stream position k: index_shuffle(k mod N, seed=(seed, stream, k // N))."""
+                 attempt: int = 0, pool: Any = 0) -> tf.Tensor:
+  """Video of stream position k: index_shuffle(k mod N, seed=(seed, stream + 16 pool, k // N))."""
   k = tf.cast(k, tf.int64)
   num_videos = tf.size(index_set_N, out_type=tf.int64)
   epoch, position = k // num_videos, (k % num_videos + attempt) % num_videos
+  salt = tf.constant(stream_id, tf.int64) + 16 * tf.cast(pool, tf.int64)
   shuffled = tf.raw_ops.RandomIndexShuffle(
-      index=position, seed=tf.stack([tf.constant(seed, tf.int64),
-                                     tf.constant(stream_id, tf.int64), epoch]),
+      index=position, seed=tf.stack([tf.constant(seed, tf.int64), salt, epoch]),
       max_index=num_videos - 1, rounds=4)
   return tf.gather(index_set_N, shuffled)
+
+
+class Pools:
+  """Index sets a stream draws from, with mixing weights (the unlabeled stream: the train split
+  and any extra unlabeled pools; every other stream: one set).
+
+  Position k picks pool p with probability weight_p / sum(weights) by a stateless draw from
+  (seed, stream, k), then the video at k of pool p's own permutation sequence (stream_video):
+  a pure function of k. One pool of weight 1 gives exactly the single-set stream.
+  """
+
+  def __init__(self, index_sets: Sequence[Sequence[int]], weights: Sequence[float]):
+    kept = [(list(map(int, s)), float(w)) for s, w in zip(index_sets, weights) if w > 0 and s]
+    if not kept:
+      raise ValueError("a training stream has no videos (every pool is empty or weighs 0)")
+    self.sets = [tf.constant(np.asarray(s, np.int64)) for s, _ in kept]
+    total = sum(w for _, w in kept)
+    self.cumulative = tf.constant(np.cumsum([w / total for _, w in kept])[:-1], tf.float32)
+
+  def video(self, k: tf.Tensor, seed: int, stream_id: int, attempt: int = 0) -> tf.Tensor:
+    if len(self.sets) == 1:
+      return stream_video(self.sets[0], k, seed, stream_id, attempt)
+    draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, 1000 + stream_id], tf.int64), tf.cast(k, tf.int64)))
+    pool = tf.reduce_sum(tf.cast(draw >= self.cumulative, tf.int32))
+    return tf.switch_case(pool, [lambda p=p, s=s: stream_video(s, k, seed, stream_id, attempt, p)
+                                 for p, s in enumerate(self.sets)])
 
 
 def raise_bad_record(description: tf.Tensor, value: dict[str, Any]) -> dict[str, Any]:
@@ -200,24 +110,29 @@ def interleave(positions: tf.data.Dataset, element_fn: Callable[..., tf.data.Dat
                               num_parallel_calls=parallel, deterministic=True)
 
 
-def train_stream(table: RecordTable, index_set: Sequence[int], example_fn: ExampleFn, *,
+def train_stream(table: RecordTable, pools: Pools, example_fn: ExampleFn, *,
                  seed: int, stream_id: int, global_batch: int, start_step: int,
                  process_index: int, process_count: int, parallel: int, skip_bad: bool,
-                 placeholder: Callable[[], dict[str, Any]]) -> tf.data.Dataset:
-  """The host's elements of a training stream, from step `start_step` on (unbatched)."""
+                 placeholder: Callable[[], dict[str, Any]], hidden_labels: bool = False
+                 ) -> tf.data.Dataset:
+  """The host's elements of a training stream, from step `start_step` on (unbatched).
+
+  `hidden_labels`: the unlabeled stream's labels come from the table (-1 for pools without
+  this dataset's labels) and are diagnostics only, so records are not checked against them.
+  """
   host_batch = global_batch // process_count
-  index_set_N = tf.constant(np.asarray(index_set, np.int64))
   base_seed = tf.constant([seed, stream_id], tf.int64)
   num_attempts = MAX_ATTEMPTS if skip_bad else 1
 
   def element(k):
     element_seed = tf.random.experimental.stateless_fold_in(base_seed, k)
-    videos = [stream_video(index_set_N, k, seed, stream_id, a) for a in range(num_attempts)]
+    videos = [pools.video(k, seed, stream_id, a) for a in range(num_attempts)]
 
     def attempt(a):
       def make(serialized):
-        parsed = table.parse_checked(serialized)
-        example = example_fn(parsed["frames_T"], parsed["label"], element_seed)
+        parsed = table.parse_checked(serialized, check_label=not hidden_labels)
+        label = table.hidden_label(videos[a]) if hidden_labels else parsed["label"]
+        example = example_fn(parsed["frames_T"], label, element_seed)
         return with_position(dict(example, **extras(a, videos[0] if a else -1)), k)
       return table.read(videos[a]).map(plain(make))
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from cmpl_jax.data import streams
+from cmpl_jax.data import sampling, streams
 from cmpl_jax.data.streams import plain
 
 
@@ -63,6 +63,11 @@ def _read(builder, split: str, *, shuffle_files: bool, seed: int | None = None
 
 def _is_jpeg(builder) -> bool:
   return builder.info.features["video"].feature.encoding_format == "jpeg"
+
+
+def is_jpeg(config: Any, data_dir: str | None) -> bool:
+  """Whether the dataset's frames are JPEG (decoded at a DCT scale) rather than PNG."""
+  return _is_jpeg(_builder(config, data_dir))
 
 
 def _stream_seed(seed: int, stream_id: int) -> int:
@@ -105,9 +110,9 @@ def train_sources(config: Any, data_dir: str | None, labeled_indices: Sequence[i
       plain(lambda position, ex: tf.gather(mask, position))).map(
           plain(lambda position, ex: ex)).cache()
   labeled = labeled.shuffle(indices.size, seed=_stream_seed(config.seed,
-                                                           streams.LABELED_STREAM),
+                                                           sampling.LABELED_STREAM),
                             reshuffle_each_iteration=True).repeat()
-  unlabeled_seed = _stream_seed(config.seed, streams.UNLABELED_STREAM)
+  unlabeled_seed = _stream_seed(config.seed, sampling.UNLABELED_STREAM)
   unlabeled = _read(builder, split, shuffle_files=True, seed=unlabeled_seed).repeat().shuffle(
       int(config.data.shuffle_buffer), seed=unlabeled_seed, reshuffle_each_iteration=True)
   return {"labeled": labeled, "unlabeled": unlabeled, "jpeg": _is_jpeg(builder)}

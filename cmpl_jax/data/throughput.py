@@ -52,7 +52,8 @@ def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 def _stream(table, maker, stream_id: int, index_set, parallel: int) -> tf.data.Dataset:
   ds = streams.train_stream(
-      table, index_set, maker.train, seed=0, stream_id=stream_id, global_batch=BATCH,
+      table, streams.Pools([index_set], [1.0]), maker.train, seed=0, stream_id=stream_id,
+      global_batch=BATCH,
       start_step=0, process_index=0, process_count=1, parallel=parallel, skip_bad=False,
       placeholder=lambda: maker.placeholder("train"))
   return ds
@@ -115,7 +116,7 @@ def measure(config: Any, seconds: float = 10.0) -> dict[str, Any]:
     data_dir = data_dir or os.path.join(tempfile.gettempdir(), "cmpl_jax_bench_data_256")
     if not tf.io.gfile.exists(os.path.join(data_dir, records.METADATA_FILENAME)):
       bench_data.write_dataset(data_dir)
-  table = streams.RecordTable(data_dir, config.data.train_split)
+  table = records.RecordTable(data_dir, config.data.train_split)
   canvas = sampling.canvas_for(config, table.stored_short_side())
   maker = clips.ClipMaker(config, canvas)
   calls = int(config.data.num_parallel_calls)
