@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 
 from cmpl_jax import methods, train
 
-DIRNAME = "checkpoints"   # workdir/checkpoints/<step>/ (design brief, section 4)
+DIRNAME = "checkpoints"   # workdir/checkpoints/<step>/ (README, "Training": the workdir)
 
 
 def describe(config, classes: list[str]) -> dict[str, Any]:
@@ -86,9 +86,6 @@ class Checkpoints:
         train=ocp.args.StandardSave({"step": np.asarray(step), "opt_state": state.opt_state}),
         meta=ocp.args.JsonSave(dict(meta))), force=force)
     return step
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -2,7 +2,7 @@
 
 Each video contributes `num_clips` uniformly spaced windows x `num_crops` spatial crops; the
 per-video score is the mean of the views' softmax (per model, and for two models also their
-average). Results go to `workdir/eval_results.json` (design brief section 4):
+average). Results go to `workdir/eval_results.json` (README, "Evaluation"):
   {"step", "split", "num_examples", "views": {"clips", "crops"},
    "primary": {"top1", "top5"}, "auxiliary": {...}, "average": {...},
    "per_class": {model: {class name: top1}}}
@@ -84,32 +84,32 @@ def predict_split(models: Mapping[str, Any], params, batch_stats, batches: Itera
   return probs, labels
 
 
-def topk_accuracy(probs_NxK: np.ndarray, labels_N: np.ndarray, k: int) -> float:
-  topk = np.argsort(-probs_NxK, axis=1)[:, :k]
-  return float(np.mean(np.any(topk == labels_N[:, None], axis=1)))
+def topk_accuracy(probs_ExK: np.ndarray, labels_E: np.ndarray, k: int) -> float:
+  topk = np.argsort(-probs_ExK, axis=1)[:, :k]
+  return float(np.mean(np.any(topk == labels_E[:, None], axis=1)))
 
 
-def confusion_matrix(probs_NxK: np.ndarray, labels_N: np.ndarray) -> np.ndarray:
-  num_classes = probs_NxK.shape[1]
+def confusion_matrix(probs_ExK: np.ndarray, labels_E: np.ndarray) -> np.ndarray:
+  num_classes = probs_ExK.shape[1]
   matrix = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(matrix, (labels_N, probs_NxK.argmax(1)), 1)
+  np.add.at(matrix, (labels_E, probs_ExK.argmax(1)), 1)
   return matrix
 
 
-def summarize(probs: Mapping[str, np.ndarray], labels_N: np.ndarray, classes: list[str], *,
+def summarize(probs: Mapping[str, np.ndarray], labels_E: np.ndarray, classes: list[str], *,
               step: int, split: str, num_clips: int, num_crops: int
               ) -> tuple[dict[str, Any], dict[str, list[list[int]]]]:
   """eval_results.json content and confusion matrices, from video-level probabilities."""
   scores = dict(probs)
   if len(scores) > 1:
     scores["average"] = np.mean([scores[name] for name in probs], axis=0)
-  results: dict[str, Any] = {"step": int(step), "split": split, "num_examples": int(len(labels_N)),
+  results: dict[str, Any] = {"step": int(step), "split": split, "num_examples": int(len(labels_E)),
                              "views": {"clips": int(num_clips), "crops": int(num_crops)}}
   per_class, confusion = {}, {}
-  for name, probs_NxK in scores.items():
-    results[name] = {"top1": topk_accuracy(probs_NxK, labels_N, 1),
-                     "top5": topk_accuracy(probs_NxK, labels_N, min(5, len(classes)))}
-    matrix = confusion_matrix(probs_NxK, labels_N)
+  for name, probs_ExK in scores.items():
+    results[name] = {"top1": topk_accuracy(probs_ExK, labels_E, 1),
+                     "top5": topk_accuracy(probs_ExK, labels_E, min(5, len(classes)))}
+    matrix = confusion_matrix(probs_ExK, labels_E)
     support = matrix.sum(1)
     per_class[name] = {c: (float(matrix[i, i] / support[i]) if support[i] else None)
                        for i, c in enumerate(classes)}

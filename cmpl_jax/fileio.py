@@ -7,7 +7,7 @@ truncated file under the real name: a reader sees the old content or the new, ne
 
 Paths go through `etils.epath` (installed with orbax-checkpoint): local paths use `os` calls,
 gs:// (and s3://) its own backends, so model-side code that writes into a workdir runs on
-machines without TensorFlow (design brief section 7). The data is written to a temporary name
+machines without TensorFlow (README, "Repository layout"). The data is written to a temporary name
 in the same folder, then renamed over the target: a POSIX rename is atomic; on GCS a rename is a
 copy then a delete, and the target object only ever appears complete (object writes are whole).
 The temporary name starts with a dot and ends in `.tmp`, so globs over the real names (such as

@@ -63,20 +63,20 @@ def canvas_frames(frames_NxHxWx3: np.ndarray, canvas: sampling.Canvas
 def eval_windows(frames_NxHxWx3: np.ndarray, config: ml_collections.ConfigDict,
                  stored_short_side: int = 0) -> dict[str, np.ndarray]:
   """One video's eval windows as the pipeline ships them to the device (a batch of one):
-  {'frames': uint8[1, C, U, H, W, 3], 'size': int32[1, 2], 'transposed': bool[1]}.
+  {'frames': uint8[1, J, U, H, W, 3], 'size': int32[1, 2], 'transposed': bool[1]}.
 
   The crops are then taken by the same device code as in evaluation (views.eval_views).
   """
   num_frames = frames_NxHxWx3.shape[0]
   specs = sampling.frame_specs(config)
   offsets_U, _ = sampling.union_offsets(specs)
-  starts_C = sampling.eval_window_starts(num_frames, sampling.window_length(specs),
+  starts_J = sampling.eval_window_starts(num_frames, sampling.window_length(specs),
                                          int(config.eval.num_clips))
-  indices_CxU = sampling.window_frames(starts_C, offsets_U, num_frames)
-  unique, positions = np.unique(indices_CxU, return_inverse=True)
+  indices_JxU = sampling.window_frames(starts_J, offsets_U, num_frames)
+  unique, positions = np.unique(indices_JxU, return_inverse=True)
   frames, size, transposed = canvas_frames(frames_NxHxWx3[unique],
                                            sampling.canvas_for(config, stored_short_side))
-  windows = frames[positions.reshape(indices_CxU.shape)]
+  windows = frames[positions.reshape(indices_JxU.shape)]
   return {"frames": windows[None], "size": size[None], "transposed": np.array([transposed])}
 
 

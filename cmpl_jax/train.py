@@ -203,9 +203,9 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
                            rngs={"dropout": jax.random.fold_in(rng, 3 * i + k)})
       parts = _model_inputs(batch, name, use_unlabeled)
       if config.bn_batches == "joint":
-        out_NxK, mutated = forward(jnp.concatenate(parts, axis=0), 0)
+        out_BxK, mutated = forward(jnp.concatenate(parts, axis=0), 0)
         sizes = [p.shape[0] for p in parts]
-        outs = jnp.split(out_NxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
+        outs = jnp.split(out_BxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
       else:  # 'separate': running statistics follow the labeled clips alone
         results = [forward(part, k) for k, part in enumerate(parts)]
         outs, mutated = [out for out, _ in results], results[0][1]
@@ -250,7 +250,7 @@ def eval_spec(config: ml_collections.ConfigDict) -> EvalSpec:
 
 def eval_inputs(batch: Mapping[str, Any], spec: EvalSpec) -> dict[str, jax.Array]:
   """{model: float32[B, V, T_m, S, S, 3]}: the eval views (views.eval_views) of a batch of
-  videos {'frames': uint8[B, C, U, H, W, 3], 'size', 'transposed'}; V = C x crops."""
+  videos {'frames': uint8[B, J, U, H, W, 3], 'size', 'transposed'}; V = J x crops."""
   fn = functools.partial(views.eval_views, crop_size=spec.crop_size, num_crops=spec.num_crops)
   all_views = jax.vmap(fn)(batch["frames"], batch["size"], batch["transposed"])
   return {name: all_views[:, :, jnp.asarray(pos)] for name, pos in spec.positions}

@@ -395,9 +395,9 @@ def eval_taps(size_2: jax.Array, crop_size: int, num_crops: int) -> list[tuple[T
   return out
 
 
-def eval_views(frames_CxTxHxWx3: jax.Array, size_2: jax.Array, transposed: jax.Array, *,
+def eval_views(frames_JxTxHxWx3: jax.Array, size_2: jax.Array, transposed: jax.Array, *,
                crop_size: int, num_crops: int) -> jax.Array:
-  """float32[C * num_crops, T, S, S, 3] of one video, view v = clip c * num_crops + crop j."""
+  """float32[J * num_crops, T, S, S, 3] of one video, view v = window j * num_crops + crop."""
   crops = eval_taps(size_2, crop_size, num_crops)
-  return jnp.stack([resample(frames_CxTxHxWx3[clip], rows, cols, transposed)
-                    for clip in range(frames_CxTxHxWx3.shape[0]) for rows, cols in crops])
+  return jnp.stack([resample(frames_JxTxHxWx3[clip], rows, cols, transposed)
+                    for clip in range(frames_JxTxHxWx3.shape[0]) for rows, cols in crops])

@@ -34,7 +34,7 @@ def rewrite_record(data_dir, split, position, **changes):
   parsed = records.parse_example(tf.constant(serialized[members.index(position)]))
   fields = dict(media_id=info["media_ids"][position], label_index=int(parsed["label"]),
                 label_string="x", frame_rate=25.0, height=fixtures.HEIGHT, width=fixtures.WIDTH,
-                jpeg_frames=[bytes(f) for f in parsed["frames_T"].numpy()])
+                jpeg_frames=[bytes(f) for f in parsed["frames_N"].numpy()])
   empty = changes.get("jpeg_frames") == []
   fields.update(changes)
   if empty:   # our encoder refuses this; another writer might not

@@ -151,7 +151,7 @@ def _check_split_records(out, info, expect_hw=None):
     assert one["media_id"].numpy().decode() == info["media_ids"][i]
     assert int(one["label"]) == info["labels"][i]
     assert float(one["frame_rate"]) == pytest.approx(info["frame_rates"][i])
-    frames = one["frames_T"].numpy()
+    frames = one["frames_N"].numpy()
     assert len(frames) == info["num_frames"][i]
     image = np.asarray(Image.open(io.BytesIO(frames[0])))
     assert image.shape == (int(one["height"]), int(one["width"]), 3)

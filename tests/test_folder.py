@@ -105,7 +105,7 @@ def test_records_parse_and_plain_glob_reads_exactly_the_videos(converted):
   for media_id, example in parsed.items():
     assert int(example["label"]) == -1 and example["label_string"].numpy() == b""
     assert float(example["frame_rate"]) == 25.0
-    frames = [np.asarray(Image.open(io.BytesIO(f))) for f in example["frames_T"].numpy()]
+    frames = [np.asarray(Image.open(io.BytesIO(f))) for f in example["frames_N"].numpy()]
     assert frames[0].shape[:2] == (int(example["height"]), int(example["width"])), media_id
   phone = parsed["phone/2024/IMG_0001.MOV"]
   # Coded 48 wide x 32 high, tagged -90: stored upright, 24 high x 16 wide at short side 16.
@@ -113,7 +113,7 @@ def test_records_parse_and_plain_glob_reads_exactly_the_videos(converted):
   assert (int(parsed["vfr.MP4"]["height"]), int(parsed["vfr.MP4"]["width"])) == (16, 24)
   with av.open(os.path.join(metadata["conversion"]["input_dir"], "vfr.MP4")) as container:
     last_frame_lasts = 1 / float(container.streams.video[0].average_rate)
-  vfr_frames = len(parsed["vfr.MP4"]["frames_T"])  # 1.1 s of irregular frames, at 25 fps
+  vfr_frames = len(parsed["vfr.MP4"]["frames_N"])  # 1.1 s of irregular frames, at 25 fps
   assert vfr_frames == len(tv.nearest([t / 1000 for t in tv.VFR_PTS_MS], 25,
                                       1.1 + last_frame_lasts))
 

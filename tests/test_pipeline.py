@@ -415,7 +415,7 @@ def test_predict_builds_the_eval_windows_of_the_pipeline(data_dir):
                                                 num_local_devices=1)))
   for i in range(2):
     parsed = records.parse_example(next(iter(table.read(tf.constant(i, tf.int64)))))
-    frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in parsed["frames_T"]])
+    frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in parsed["frames_N"]])
     windows = predict.eval_windows(frames, config, table.stored_short_side())
     h, w = windows["size"][0]
     np.testing.assert_array_equal(windows["size"][0], batch["size"][0, i])

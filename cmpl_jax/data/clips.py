@@ -68,11 +68,11 @@ def _decoder(first_frame: tf.Tensor, canvas: Canvas, jpeg: bool):
       lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in ratios])
 
 
-def decode_canvas(encoded_F: tf.Tensor, canvas: Canvas, jpeg: bool
+def decode_canvas(encoded_U: tf.Tensor, canvas: Canvas, jpeg: bool
                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """(uint8[F, Hc, Wc, 3] canvas, int32[2] upright size on it, bool transposed) of F frames
   of one video (all of one size, as a video's frames are)."""
-  frames = tf.map_fn(_decoder(encoded_F[0], canvas, jpeg), encoded_F,
+  frames = tf.map_fn(_decoder(encoded_U[0], canvas, jpeg), encoded_U,
                      fn_output_signature=_UINT8_FRAME)
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
   transposed = height > width
@@ -138,8 +138,8 @@ class ClipMaker:
     eval windows (their crops are taken on the device, views.eval_views)."""
     num_video_frames = tf.shape(encoded_N)[0]
     starts = sampling.eval_window_starts(num_video_frames, self.window, self.num_clips, xp=tnp)
-    indices_CxU = sampling.window_frames(starts, self.offsets_U, num_video_frames)
-    frames, size, transposed = decode_indices(encoded_N, indices_CxU, self.canvas, self.jpeg)
+    indices_JxU = sampling.window_frames(starts, self.offsets_U, num_video_frames)
+    frames, size, transposed = decode_indices(encoded_N, indices_JxU, self.canvas, self.jpeg)
     return {"frames": tf.ensure_shape(frames, self._shape("eval")), "size": size,
             "transposed": transposed, "label": tf.cast(label, tf.int32)}
 

@@ -267,10 +267,10 @@ def make_eval_iterator(config: Any, data_dir: str | None, split: str | None = No
                        ) -> EvalIterator:
   """Iterator over `split` (default config.data.eval_split), each video exactly once:
 
-    {'frames': uint8[D, b, C, U, Hc, Wc, 3], 'size': int32[D, b, 2], 'transposed': bool[D, b],
+    {'frames': uint8[D, b, J, U, Hc, Wc, 3], 'size': int32[D, b, 2], 'transposed': bool[D, b],
      'label': int32[D, b], 'mask': bool[D, b], 'index': int32[D, b]}
 
-  C = eval.num_clips uniform windows; the eval.num_crops crops of each are taken on the device
+  J = eval.num_clips uniform windows; the eval.num_crops crops of each are taken on the device
   (views.eval_views). `index` = the video's position in metadata (or TFDS) order, -1 for
   padding. b = eval.batch_size / (P * D).
   """

@@ -69,7 +69,7 @@ def encode_example(*, media_id: str, label_index: int, label_string: str, frame_
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
   """Parses one serialised SequenceExample (graph-mode safe).
 
-  Returns `frames_T` (encoded JPEG strings), `media_id`, `label`, `label_string`,
+  Returns `frames_N` (encoded JPEG strings), `media_id`, `label`, `label_string`,
   `frame_rate`, `height`, `width`.
   """
   context, sequence = tf.io.parse_single_sequence_example(
@@ -84,7 +84,7 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
       },
       sequence_features={FRAMES_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
   return {
-      "frames_T": sequence[FRAMES_KEY],
+      "frames_N": sequence[FRAMES_KEY],
       "media_id": context[MEDIA_ID_KEY],
       "label": context[LABEL_INDEX_KEY],
       "label_string": context[LABEL_STRING_KEY],
@@ -98,7 +98,7 @@ def shard_filename(split: str, index: int, count: int) -> str:
   return f"{split}.tfrecord-{index:05d}-of-{count:05d}"
 
 
-# The converter's per-shard bookkeeping (design brief section 3: nothing beside the shards may
+# The converter's per-shard bookkeeping (README, "Data": nothing beside the shards may
 # match the `{split}.tfrecord-*` glob that DMVR/Scenic/TFDS-style readers use):
 #   OUTPUT_DIR/.shard_index/<shard>.json     sidecar of a finished shard (what it holds)
 #   OUTPUT_DIR/.<shard>.incomplete.<pid>     a shard being written (hidden: no glob reaches it)
@@ -168,7 +168,7 @@ def build_metadata(dataset: str, classes: Sequence[str],
                    sidecars: dict[str, list[dict[str, Any]]], listing_skipped: list[dict], *,
                    frame_rate: float, short_side: int, conversion: dict[str, Any]
                    ) -> dict[str, Any]:
-  """metadata.json (design brief section 3) from the converter's shard sidecars, in file then
+  """metadata.json (README, "Data") from the converter's shard sidecars, in file then
   record order. `conversion` (the settings) is recorded as is."""
   splits, skipped, warnings = {}, list(listing_skipped), []
   for split, split_sidecars in sidecars.items():
@@ -340,7 +340,7 @@ class RecordTable:
     """parse_example + in-graph checks that the record has frames and (with `check_label`)
     an in-range label: a failed check makes the record 'bad', like a read or decode error."""
     parsed = parse_example(serialized)
-    checks = [tf.debugging.assert_positive(tf.size(parsed["frames_T"]),
+    checks = [tf.debugging.assert_positive(tf.size(parsed["frames_N"]),
                                            message="record has no frames")]
     if self.num_classes is not None and check_label:
       checks += [tf.debugging.assert_non_negative(parsed["label"], message="label < 0"),
@@ -360,13 +360,13 @@ class RecordTable:
       parsed = parse_example(serialized)
     except tf.errors.OpError as e:
       return f"parsing failed: {e.message.splitlines()[0]}"
-    frames_T, label = parsed["frames_T"], int(parsed["label"])
+    frames_N, label = parsed["frames_N"], int(parsed["label"])
     in_pool = video >= self.ranges[0][1]
     if self.num_classes is not None and not in_pool and not 0 <= label < self.num_classes:
       return f"label {label} is outside [0, {self.num_classes})"
-    if int(tf.size(frames_T)) == 0:
+    if int(tf.size(frames_N)) == 0:
       return "the record has no frames"
-    for i, frame in enumerate(frames_T):
+    for i, frame in enumerate(frames_N):
       try:
         tf.io.decode_jpeg(frame, channels=3)
       except tf.errors.OpError as e:

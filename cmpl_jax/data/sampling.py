@@ -99,12 +99,12 @@ def union_offsets(specs: dict[str, FrameSpec]) -> tuple[tuple[int, ...], dict[st
   return offsets_U, {name: tuple(where[o] for o in offsets) for name, offsets in per_model.items()}
 
 
-def window_frames(starts_C: Any, offsets_U: Sequence[int], num_video_frames: Any) -> Any:
-  """int[C, U] stored-frame indices of C windows' union frames (looping for short videos).
+def window_frames(starts_J: Any, offsets_U: Sequence[int], num_video_frames: Any) -> Any:
+  """int[J, U] stored-frame indices of J windows' union frames (looping for short videos).
 
   Plain arithmetic: the same line serves numpy arrays and TF tensors (int32 starts).
   """
-  return (starts_C[:, None] + np.asarray(offsets_U, np.int32)) % num_video_frames
+  return (starts_J[:, None] + np.asarray(offsets_U, np.int32)) % num_video_frames
 
 
 def max_window_start(num_video_frames: int, window: int) -> int:

@@ -36,13 +36,13 @@ def class_balanced_subset(labels: Sequence[int], num_classes: int, percent: floa
   """
   if not 0 < percent <= 100:
     raise ValueError(f"config.data.labeled_percent must be in (0, 100], got {percent}")
-  labels_N = np.asarray(labels, dtype=np.int64)
-  if labels_N.size and (labels_N.min() < 0 or labels_N.max() >= num_classes):
+  labels_E = np.asarray(labels, dtype=np.int64)
+  if labels_E.size and (labels_E.min() < 0 or labels_E.max() >= num_classes):
     raise ValueError(f"labels must be in [0, {num_classes}), got range "
-                     f"[{labels_N.min()}, {labels_N.max()}]")
+                     f"[{labels_E.min()}, {labels_E.max()}]")
   chosen = []
   for c in range(num_classes):
-    members = np.flatnonzero(labels_N == c)
+    members = np.flatnonzero(labels_E == c)
     if members.size == 0:
       name = f" ({class_names[c]!r})" if class_names is not None else ""
       raise ValueError(f"class {c}{name} has no videos in the train split, so a class-balanced "

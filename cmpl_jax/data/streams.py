@@ -33,17 +33,17 @@ def host_position(i: Any, global_batch: int, host_batch: int, process_index: int
   return (i // host_batch) * global_batch + process_index * host_batch + i % host_batch
 
 
-def stream_video(index_set_N: tf.Tensor, k: tf.Tensor, seed: int, stream_id: int,
+def stream_video(index_set_E: tf.Tensor, k: tf.Tensor, seed: int, stream_id: int,
                  attempt: int = 0, pool: Any = 0) -> tf.Tensor:
   """Video of stream position k: index_shuffle(k mod N, seed=(seed, stream + 16 pool, k // N))."""
   k = tf.cast(k, tf.int64)
-  num_videos = tf.size(index_set_N, out_type=tf.int64)
+  num_videos = tf.size(index_set_E, out_type=tf.int64)
   epoch, position = k // num_videos, (k % num_videos + attempt) % num_videos
   salt = tf.constant(stream_id, tf.int64) + 16 * tf.cast(pool, tf.int64)
   shuffled = tf.raw_ops.RandomIndexShuffle(
       index=position, seed=tf.stack([tf.constant(seed, tf.int64), salt, epoch]),
       max_index=num_videos - 1, rounds=4)
-  return tf.gather(index_set_N, shuffled)
+  return tf.gather(index_set_E, shuffled)
 
 
 class Pools:
@@ -132,7 +132,7 @@ def train_stream(table: RecordTable, pools: Pools, example_fn: ExampleFn, *,
       def make(serialized):
         parsed = table.parse_checked(serialized, check_label=not hidden_labels)
         label = table.hidden_label(videos[a]) if hidden_labels else parsed["label"]
-        example = example_fn(parsed["frames_T"], label, element_seed)
+        example = example_fn(parsed["frames_N"], label, element_seed)
         return with_position(dict(example, **extras(a, videos[0] if a else -1)), k)
       return table.read(videos[a]).map(plain(make))
 
@@ -172,7 +172,7 @@ def eval_stream(table: RecordTable, maker: Any, *, global_batch: int, num_batche
 
     def make(serialized):
       parsed = table.parse_checked(serialized)
-      example = maker.evaluation(parsed["frames_T"], parsed["label"])
+      example = maker.evaluation(parsed["frames_N"], parsed["label"])
       return dict(example, mask=tf.constant(True), index=tf.cast(g, tf.int32), **extras(0, -1))
 
     attempt = table.read(video).take(tf.cast(valid, tf.int64)).map(plain(make))

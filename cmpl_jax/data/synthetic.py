@@ -1,7 +1,7 @@
 """A procedurally generated action-recognition dataset, written in the official UCF-101 layout.
 
 The demo and the tests run the real UCF-101 converter on it, so the demo path is the real path
-(design brief section 1):
+(README, "The demo"):
 
   RAW/UCF-101/<ClassName>/v_<ClassName>_gGG_cCC.avi     MPEG-4 Part 2 (XVID tag), like UCF-101
   RAW/ucfTrainTestlist/classInd.txt                    "1 ClassName" (1-based, CRLF)

@@ -1,6 +1,6 @@
 """Renders one synthetic action clip: a textured shape (appearance) moving in a class-specific way.
 
-Why the scene looks the way it does (see design brief section 1): the class is the pair
+Why the scene looks the way it does (see README, "The demo"): the class is the pair
 (appearance, motion), and a model must see both to name it.
 
 * Appearance factor: the target's kind (`SHAPES`), each with its own outline and fill pattern

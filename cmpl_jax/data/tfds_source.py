@@ -103,9 +103,9 @@ def train_sources(config: Any, data_dir: str | None, labeled_indices: Sequence[i
   indices = np.asarray(sorted(set(labeled_indices)), np.int64)
   if indices.size == 0 or indices.min() < 0 or indices.max() >= num_examples:
     raise ValueError(f"labeled indices must be in [0, {num_examples}) for TFDS split {split!r}")
-  mask_N = np.zeros(num_examples, bool)
-  mask_N[indices] = True
-  mask = tf.constant(mask_N)
+  mask_E = np.zeros(num_examples, bool)
+  mask_E[indices] = True
+  mask = tf.constant(mask_E)
   labeled = _read(builder, split, shuffle_files=False).enumerate().filter(
       plain(lambda position, ex: tf.gather(mask, position))).map(
           plain(lambda position, ex: ex)).cache()

@@ -66,12 +66,12 @@ def _window_jpegs(table, maker, count: int) -> list[tf.Tensor]:
     video = streams.stream_video(tf.range(table.num_examples, dtype=tf.int64), k, 0,
                                  sampling.UNLABELED_STREAM)
     parsed = records.parse_example(next(iter(table.read(video))))
-    n = tf.shape(parsed["frames_T"])[0]
+    n = tf.shape(parsed["frames_N"])[0]
     seed = tf.random.experimental.stateless_fold_in(
         tf.constant([0, sampling.UNLABELED_STREAM], tf.int64), k)
     start = clips.random_window_start(seed, n, maker.window)
     indices = sampling.window_frames(tf.reshape(start, [1]), maker.offsets_U, n)[0]
-    out.append(tf.gather(parsed["frames_T"], tf.unique(indices)[0]))
+    out.append(tf.gather(parsed["frames_N"], tf.unique(indices)[0]))
   return out
 
 

@@ -2,7 +2,7 @@
 
 One decoding path, so every converter stores frames identically and prediction on a single file
 (`decode_to_array`) sees what training saw. Free of TensorFlow, so
-TF-free tools (design brief section 7) can use it. Its cost bounds conversion speed: per kept
+TF-free tools (predict.py) can use it. Its cost bounds conversion speed: per kept
 frame, decode + scale to RGB (FFmpeg swscale) + JPEG (Pillow, via PyAV's `to_image`).
 
 What real files need, each covered by tests/test_video_io.py:

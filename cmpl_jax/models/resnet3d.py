@@ -73,7 +73,7 @@ def default_conv_impl() -> str:
   return "sum_of_2d" if jax.default_backend() == "cpu" else "native"
 
 
-def conv3d_as_sum_of_2d(x_NxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequence[int],
+def conv3d_as_sum_of_2d(x_BxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequence[int],
                         padding: Sequence[tuple[int, int]]) -> jax.Array:
   """The 3D convolution written as kt 2D convolutions over frames, summed.
 
@@ -82,7 +82,7 @@ def conv3d_as_sum_of_2d(x_NxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequ
   """
   kt = kernel.shape[0]
   (st, sh, sw), (pt, _) = strides, padding[0]
-  x = jnp.pad(x_NxTxHxWxC, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0))) if pt else x_NxTxHxWxC
+  x = jnp.pad(x_BxTxHxWxC, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0))) if pt else x_BxTxHxWxC
   n, t_padded = x.shape[:2]
   t_out = (t_padded - kt) // st + 1
   out = None
@@ -192,11 +192,11 @@ class ResNet3D(nn.Module):
         temporal = arch.temporal_strides[stage] if i == 0 else 1
         x = _Block(arch.block, inner, inner * expansion, arch.temporal_kernels[stage],
                    (temporal, spatial, spatial), conv_bn, name=f"res{stage + 2}_{i}")(x, train)
-    x_NxC = jnp.mean(x, axis=(1, 2, 3))
-    x_NxC = nn.Dropout(self.dropout_rate, deterministic=not train)(x_NxC)
-    logits_NxK = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
-                          kernel_init=nn.initializers.normal(0.01))(x_NxC)
-    return logits_NxK.astype(jnp.float32)
+    x_BxC = jnp.mean(x, axis=(1, 2, 3))
+    x_BxC = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxC)
+    logits_BxK = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
+                          kernel_init=nn.initializers.normal(0.01))(x_BxC)
+    return logits_BxK.astype(jnp.float32)
 
 
 def create_model(name: str, num_classes: int, *, width_multiplier: float = 1.0,
