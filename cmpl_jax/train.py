@@ -56,8 +56,7 @@ DTYPES = ("float32", "bfloat16")
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
-  if config.dtype not in DTYPES:
-    raise ValueError(f"config.dtype={config.dtype!r} is not one of {list(DTYPES)}")
+  """The compute dtype (config_checks allows DTYPES only)."""
   return jnp.dtype(config.dtype)
 
 
@@ -99,18 +98,17 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   # Decay only conv/dense kernels: decaying BatchNorm scales and biases hurts (PySlowFast's
   # default of zero weight decay for BN parameters).
   decay_mask = functools.partial(jax.tree.map, lambda p: p.ndim > 1)
-  name = config.optim.get("name", "sgd")
-  if name not in OPTIMIZERS:
-    raise ValueError(f"config.optim.name={name!r} is not one of {list(OPTIMIZERS)}")
   clip = config.optim.grad_clip_norm
-  if name == "adamw":
-    update = optax.adamw(learning_rate_schedule(config), weight_decay=config.optim.weight_decay,
-                         mask=decay_mask)
-  else:
-    update = optax.chain(
-        optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask),
-        optax.sgd(learning_rate_schedule(config), momentum=config.optim.momentum,
-                  nesterov=config.optim.nesterov))
+  updates = {  # config_checks allows these names only
+      "adamw": lambda: optax.adamw(learning_rate_schedule(config),
+                                   weight_decay=config.optim.weight_decay, mask=decay_mask),
+      "sgd": lambda: optax.chain(
+          optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask),
+          optax.sgd(learning_rate_schedule(config), momentum=config.optim.momentum,
+                    nesterov=config.optim.nesterov)),
+  }
+  assert set(updates) == set(OPTIMIZERS)
+  update = updates[config.optim.get("name", "sgd")]()
   return optax.chain(optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(), update)
 
 
