@@ -18,13 +18,12 @@ import flax.jax_utils
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from cmpl_jax import checkpointing, config_checks, evaluate, pretrained, train
 from cmpl_jax import workdir as workdir_lib
-from cmpl_jax.data import demo_data, pipeline, records, splits
+from cmpl_jax.data import demo_data, pipeline, splits
 from cmpl_jax.models import resnet3d
 
 def _console(message: str) -> None:
@@ -133,13 +132,8 @@ def _prepare_data(config, workdir: str):
 
 def _data_info(config, classes: list[str]) -> dict[str, Any]:
   """What predict.py needs to preprocess a new video like the training data."""
-  info = {"classes": list(classes), "source": config.data.source, "frame_rate": 0.0,
-          "short_side": 0}
-  if config.data.source == "tfrecord":
-    metadata = records.read_metadata(config.data.dir)
-    info.update(dataset=metadata.get("dataset"), frame_rate=float(metadata["frame_rate"]),
-                short_side=int(metadata["short_side"]))
-  return info
+  return {"classes": list(classes), "source": config.data.source,
+          **pipeline.storage_info(config)}
 
 
 def _initial_variables(config, models, rng, num_classes: int):

@@ -28,7 +28,7 @@ the stream and the position only, never on the device or host that computes it.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

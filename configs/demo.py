@@ -33,6 +33,9 @@ def get_config(arg: str = "cmpl"):
   config.data.labeled_percent = 30.0
   config.data.crop_size = 32
   config.data.min_area = 0.4
+  # Decode the stored 64x80 frames at full size: the default (the smallest JPEG scale covering
+  # the crop, 32x40 here) would upsample every crop, and at these sizes decoding costs nothing.
+  config.data.decode_short_side = 64
   for name, model, width, frames, stride in (("primary", "r3d_10", 0.25, 4, 8),
                                               ("auxiliary", "r3d_10", 0.125, 8, 4)):
     config.model[name].name = model
@@ -79,6 +82,7 @@ def _shrink_to_smoke_test(config):
   config.data.synthetic.update(classes=3, videos_per_class=6, num_frames=16, height=32, width=40)
   config.data.labeled_percent = 50.0
   config.data.crop_size = 16
+  config.data.decode_short_side = 32   # the smoke videos' full size
   for name, frames, stride in (("primary", 2, 4), ("auxiliary", 4, 2)):
     config.model[name].update(width_multiplier=1 / 16, num_frames=frames, frame_stride=stride)
   config.batch_size, config.mu = 4, 1

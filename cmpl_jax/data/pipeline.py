@@ -100,6 +100,12 @@ def class_names(config: Any, data_dir: str | None = None) -> list[str]:
   return sources.make(config, data_dir).class_names()
 
 
+def storage_info(config: Any, data_dir: str | None = None) -> dict[str, Any]:
+  """How the frames were stored ({'dataset', 'frame_rate', 'short_side'}; 0 = unknown/kept),
+  so predict.py decodes a new video the same way."""
+  return sources.make(config, data_dir).storage_info()
+
+
 def _maker(config: Any, source: Any, split: str) -> clips.ClipMaker:
   canvas = sampling.canvas_for(config, source.stored_short_side(split))
   return clips.ClipMaker(config, canvas, jpeg=source.jpeg)

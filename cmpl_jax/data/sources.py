@@ -75,6 +75,11 @@ class RecordSource:
   def class_names(self) -> list[str]:
     return list(self.metadata["classes"])
 
+  def storage_info(self) -> dict[str, Any]:
+    return {"dataset": self.metadata.get("dataset"),
+            "frame_rate": float(self.metadata.get("frame_rate") or 0.0),
+            "short_side": int(self.metadata.get("short_side") or 0)}
+
   def train_split_labels(self) -> tuple[list[str], list[int]]:
     info = records.split_info(self.metadata, self.config.data.train_split, self.data_dir)
     return list(info["media_ids"]), [int(x) for x in info["labels"]]
@@ -132,6 +137,10 @@ class TfdsSource:
 
   def class_names(self) -> list[str]:
     return tfds_source.class_names(self.config, self.data_dir)
+
+  def storage_info(self) -> dict[str, Any]:
+    return {"dataset": self.config.data.tfds_name, "frame_rate": 0.0,
+            "short_side": tfds_source.stored_short_side(self.config, self.data_dir)}
 
   def train_split_labels(self) -> tuple[list[str], list[int]]:
     ids, labels, _ = tfds_source.split_labels(self.config, self.config.data.train_split,

@@ -14,7 +14,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from cmpl_jax.data import records
 from cmpl_jax.data.records import RecordTable
 # skip_bad_records: a bad training video is replaced by the next one of the permutation, up to
 # MAX_ATTEMPTS - 1 times; an element whose MAX_ATTEMPTS videos are all bad is an error.
