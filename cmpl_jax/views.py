@@ -4,7 +4,8 @@ The host ships each clip's window of decoded frames once, on a fixed-size canvas
 cmpl_jax/data/clips.py); everything random and spatial happens here, keyed by the step's rng:
 
   weak / labeled: scale-jitter crop (area in [min_area, 1] of the frame, aspect in [3/4, 4/3],
-    10 attempts then the whole frame) resized bilinearly to an S x S square + flip with p=0.5.
+    drawn like tf.image.sample_distorted_bounding_box, 10 attempts then the whole frame)
+    resized bilinearly to an S x S square + flip with p=0.5.
   strong: its own weak crop/flip, then RandAugment (`num_layers` ops drawn uniformly per clip at
     a fixed magnitude out of 30, random sign where it has one) and one grey Cutout square.
   eval: short side resized to S, then 1 (centre) or 3 crops along the long side.
@@ -98,25 +99,42 @@ def resample(frames_UxHxWx3: jax.Array, rows: Taps, cols: Taps, transposed: jax.
 
 def crop_box(key: jax.Array, height: jax.Array, width: jax.Array, min_area: float
              ) -> jax.Array:
-  """int32[4] (y, x, h, w) of a scale-jitter crop: area fraction uniform in [min_area, 1],
-  aspect (w / h) log-uniform in [3/4, 4/3]; the first of 10 draws that fits, else the frame."""
-  area_key, aspect_key, y_key, x_key = jax.random.split(key, 4)
-  height_f, width_f = height.astype(jnp.float32), width.astype(jnp.float32)
-  area = height_f * width_f * jax.random.uniform(area_key, (CROP_ATTEMPTS,), minval=min_area,
-                                                 maxval=1.0)
-  aspect = jnp.exp(jax.random.uniform(aspect_key, (CROP_ATTEMPTS,),
-                                      minval=math.log(ASPECT_RATIO_RANGE[0]),
-                                      maxval=math.log(ASPECT_RATIO_RANGE[1])))
-  box_w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
-  box_h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
-  fits = (box_w >= 1) & (box_h >= 1) & (box_w <= width) & (box_h <= height)
+  """int32[4] (y, x, h, w) of a scale-jitter crop, drawn as tf.image's
+  sample_distorted_bounding_box draws it (area in [min_area, 1], aspect w/h in [3/4, 4/3], 10
+  attempts, else the whole frame): per attempt an aspect uniform in the range, the crop height
+  uniform between the heights of the smallest and the largest allowed area at that aspect
+  (capped to fit), width = round(height x aspect), position uniform."""
+  aspect_key, height_key, y_key, x_key = jax.random.split(key, 4)
+  frame_h, frame_w = height.astype(jnp.float32), width.astype(jnp.float32)
+  lo_area, hi_area = min_area * frame_h * frame_w, frame_h * frame_w
+  aspect = jax.random.uniform(aspect_key, (CROP_ATTEMPTS,), minval=ASPECT_RATIO_RANGE[0],
+                              maxval=ASPECT_RATIO_RANGE[1])
+  rint = lambda v: jnp.round(v).astype(jnp.int32)  # lrintf: half to even, as jnp.round
+  box_h = rint(jnp.sqrt(lo_area / aspect))
+  max_h = rint(jnp.sqrt(hi_area / aspect))
+  too_wide = rint(max_h * aspect) > width
+  max_h = jnp.where(too_wide, ((frame_w + 0.5 - 1e-7) / aspect).astype(jnp.int32), max_h)
+  max_h = jnp.where(too_wide & (rint(max_h * aspect) > width), max_h - 1, max_h)
+  max_h = jnp.minimum(max_h, height)
+  box_h = jnp.minimum(box_h, max_h)
+  extra = jnp.floor(jax.random.uniform(height_key, (CROP_ATTEMPTS,)) *
+                    (max_h - box_h + 1).astype(jnp.float32)).astype(jnp.int32)
+  box_h = box_h + jnp.minimum(extra, max_h - box_h)
+  for _ in range(2):  # rounding may leave the area just below the minimum: grow by a row
+    small = (rint(box_h * aspect) * box_h).astype(jnp.float32) < lo_area
+    box_h = jnp.where(small, box_h + 1, box_h)
+  box_w = rint(box_h * aspect)
+  area = (box_w * box_h).astype(jnp.float32)
+  fits = ((area >= lo_area) & (area <= hi_area) & (box_w <= width) & (box_h <= height) &
+          (box_w > 0) & (box_h > 0))
   first = jnp.argmax(fits)
   box_h = jnp.where(fits.any(), box_h[first], height)
   box_w = jnp.where(fits.any(), box_w[first], width)
-  y = jnp.floor(jax.random.uniform(y_key) * (height - box_h + 1).astype(jnp.float32))
-  x = jnp.floor(jax.random.uniform(x_key) * (width - box_w + 1).astype(jnp.float32))
-  y = jnp.minimum(y.astype(jnp.int32), height - box_h)
-  x = jnp.minimum(x.astype(jnp.int32), width - box_w)
+  # Uniform in [0, frame - box) (tf's Uniform(n)), 0 when the box spans the frame.
+  y = jnp.floor(jax.random.uniform(y_key) * (height - box_h).astype(jnp.float32))
+  x = jnp.floor(jax.random.uniform(x_key) * (width - box_w).astype(jnp.float32))
+  y = jnp.clip(y.astype(jnp.int32), 0, jnp.maximum(height - box_h - 1, 0))
+  x = jnp.clip(x.astype(jnp.int32), 0, jnp.maximum(width - box_w - 1, 0))
   return jnp.stack([y, x, box_h, box_w])
 
 

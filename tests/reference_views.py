@@ -162,3 +162,16 @@ def apply_op(frames, name, level, sign):
   image = tf.constant(np.asarray(frames, np.float32))
   return np.round(RANDAUGMENT_OPS[name](image, tf.constant(float(level)),
                                         tf.constant(float(sign))).numpy())
+
+
+def crop_boxes(count, height, width, min_area):
+  """int[count, 4] (y, x, h, w) drawn by tf.image.stateless_sample_distorted_bounding_box with
+  the settings the host pipeline used (aspect [3/4, 4/3], 10 attempts, whole image fallback)."""
+  boxes = []
+  for i in range(count):
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_size=[height, width, 3], bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=[i, 17], min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(min_area, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+    boxes.append([int(begin[0]), int(begin[1]), int(size[0]), int(size[1])])
+  return np.asarray(boxes)

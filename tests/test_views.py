@@ -66,6 +66,27 @@ def test_crop_resize_flip_equals_slice_then_resize(height, width):
     assert_close_pixels(out, np.clip(np.round(expected), 0, 255), max_off=0.1)  # .5 ties
 
 
+@pytest.mark.parametrize("height,width,min_area", [(64, 80, 0.4), (128, 171, 0.25)])
+def test_crop_boxes_are_distributed_like_tf_sample_distorted_bounding_box(height, width,
+                                                                         min_area):
+  """Same definition as the host pipeline's crops: the distributions of area, aspect, position
+  and the whole-frame fallback agree with TF's (different random numbers, same law)."""
+  count = 1500
+  ours = np.asarray(jax.vmap(lambda k: views.crop_box(k, jnp.int32(height), jnp.int32(width),
+                                                      min_area))(
+      jax.random.split(jax.random.key(0), count)))
+  theirs = reference.crop_boxes(count, height, width, min_area)
+  def stats(boxes):
+    y, x, h, w = boxes.T.astype(np.float64)
+    return {"area": np.mean(h * w) / (height * width), "aspect": np.mean(w / h),
+            "whole": np.mean((h == height) & (w == width)),
+            "centre_y": np.mean(y + h / 2) / height, "centre_x": np.mean(x + w / 2) / width,
+            "area_sd": np.std(h * w) / (height * width)}
+  a, b = stats(ours), stats(theirs)
+  for key in a:
+    assert abs(a[key] - b[key]) < 0.025, (key, a, b)
+
+
 def test_crop_box_respects_area_and_aspect():
   boxes = jax.vmap(lambda k: views.crop_box(k, jnp.int32(120), jnp.int32(160), 0.25))(
       jax.random.split(jax.random.key(0), 300))
