@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from cmpl_jax import methods, train, views
+from cmpl_jax import methods, randaugment, train
 from cmpl_jax.models import resnet3d
 
 BN_BATCHES = ("joint", "separate")
@@ -167,7 +167,7 @@ def _data_fields(problems: list[str], data: Any) -> None:
   _in_range(problems, "config.data.min_area", data.min_area, 0, 1, low_open=True)
   _non_negative_int(problems, "config.data.randaugment_layers", data.randaugment_layers)
   _in_range(problems, "config.data.randaugment_magnitude", data.randaugment_magnitude, 0,
-            views.MAX_MAGNITUDE)
+            randaugment.MAX_MAGNITUDE)
   _in_range(problems, "config.data.cutout_fraction", data.cutout_fraction, 0, 1)
   _non_negative_int(problems, "config.data.decode_short_side", data.decode_short_side)
   _boolean(problems, "config.data.jpeg_dct_scaling", data.jpeg_dct_scaling)

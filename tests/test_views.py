@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmpl_jax import benchmark, train, views
+from cmpl_jax import benchmark, randaugment, train, views
 from cmpl_jax.data import sampling
 from configs import default
 import reference_views as reference
 
-APPLY_OP = jax.jit(views.apply_op)  # op, level and sign traced: one compile for every op
+APPLY_OP = jax.jit(randaugment.apply_op)  # op, level and sign traced: one compile for every op
 
 
 def smooth_frames(num_frames, height, width, seed=0):
@@ -127,12 +127,12 @@ def test_eval_views_are_clip_major():
                                 np.repeat([0.0, 20.0, 40.0], 3))
 
 
-@pytest.mark.parametrize("name", views.OP_NAMES)
+@pytest.mark.parametrize("name", randaugment.OP_NAMES)
 def test_each_randaugment_op_equals_the_reference(name):
   clip = smooth_frames(3, 24, 24, seed=2).astype(np.float32)
-  op = views.OP_NAMES.index(name)
+  op = randaugment.OP_NAMES.index(name)
   for magnitude, sign in ((10, 1.0), (10, -1.0), (27, 1.0)):
-    level = magnitude / views.MAX_MAGNITUDE
+    level = magnitude / randaugment.MAX_MAGNITUDE
     out = APPLY_OP(clip, op, jnp.float32(level), jnp.float32(sign))
     # Nearest-neighbour geometry may pick the other neighbour at exact .5 ties.
     max_off = 0.01 if name in ("rotate", "shear_x", "shear_y", "translate_x",
@@ -150,8 +150,8 @@ def test_clip_statistics_are_per_clip_not_per_frame(name):
   dark = smooth_frames(1, 24, 24, seed=3) // 3
   bright = 255 - smooth_frames(1, 24, 24, seed=4) // 3
   clip = np.concatenate([dark, bright]).astype(np.float32)
-  level = 10 / views.MAX_MAGNITUDE
-  out = np.asarray(APPLY_OP(clip, views.OP_NAMES.index(name), jnp.float32(level),
+  level = 10 / randaugment.MAX_MAGNITUDE
+  out = np.asarray(APPLY_OP(clip, randaugment.OP_NAMES.index(name), jnp.float32(level),
                             jnp.float32(1.0)))
   as_one_image = reference.apply_op(clip.reshape(1, 48, 24, 3), name, level, 1.0)
   per_frame = np.concatenate([reference.apply_op(f[None], name, level, 1.0) for f in clip])
