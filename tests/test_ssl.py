@@ -132,3 +132,21 @@ def test_models_trained_per_method():
   config.method = "mixmatch"
   with pytest.raises(ValueError, match="fixmatch"):
     methods.model_names(config)
+
+
+def test_pseudo_label_accuracy_counts_only_clips_with_hidden_labels():
+  """Clips from an unlabeled pool carry label -1: they count for the mask rate and the loss,
+  never for pseudo-label accuracy (a 0/0 ratio there is reported as absent, not 0)."""
+  logits, labels, ulabels = _random_case(1)
+  hidden = ulabels.copy()
+  hidden[::2] = -1
+  _, metrics = ssl.cmpl(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels),
+                        jnp.asarray(hidden), tau=0.0, lambda_u=1.0)
+  pseudo = logits["primary"]["weak"].argmax(-1)
+  known = hidden >= 0
+  assert tuple(map(float, metrics["primary/pseudo_label_acc"])) == (
+      float(((pseudo == hidden) & known).sum()), float(known.sum()))
+  np.testing.assert_allclose(_value(metrics["primary/mask_rate"]), 1.0)
+  _, metrics = ssl.cmpl(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels),
+                        jnp.full_like(jnp.asarray(hidden), -1), tau=0.0, lambda_u=1.0)
+  assert float(metrics["primary/pseudo_label_acc"][1]) == 0.0

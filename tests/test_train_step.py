@@ -66,12 +66,23 @@ def test_eight_devices_equal_one_device_on_the_same_global_batch():
   moved = 0.0
   for (path, p8), p1, p0 in zip(jax.tree_util.tree_leaves_with_path(state8.params),
                                 jax.tree.leaves(state1.params), jax.tree.leaves(initial.params)):
-    np.testing.assert_allclose(p8, p1, rtol=1e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+    # Reduction order (per-device sums, synchronised BatchNorm) moves single weights by a few
+    # 1e-6 after one step at lr 0.5; the inputs themselves are identical (checked below).
+    np.testing.assert_allclose(p8, p1, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
     moved = max(moved, float(np.max(np.abs(p1 - np.asarray(p0)))))
   assert moved > 1e-3   # the step really changed the parameters
   for s8, s1 in zip(jax.tree.leaves(state8.batch_stats), jax.tree.leaves(state1.batch_stats)):
     np.testing.assert_allclose(s8, s1, rtol=1e-4, atol=1e-5)
   assert int(state8.step) == int(state1.step) == 1
+  # The views the step made are bit-identical on 8 and on 1 device: keyed by stream position.
+  inputs = lambda b, k: train.model_inputs(b, k, config)
+  views1 = jax.pmap(inputs, in_axes=(0, None), devices=jax.local_devices()[:1])(
+      global_batch, jax.random.key(1))
+  views8 = jax.pmap(inputs, in_axes=(0, None))(
+      jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[2:]), global_batch), jax.random.key(1))
+  for (path, v1), v8 in zip(jax.tree_util.tree_leaves_with_path(views1), jax.tree.leaves(views8)):
+    np.testing.assert_array_equal(np.asarray(v8).reshape(np.shape(v1)), v1,
+                                  err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.parametrize("method,expected_models", [
