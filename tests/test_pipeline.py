@@ -362,3 +362,14 @@ def test_tfds_source_end_to_end(tmp_path):
   assert sorted(seen) == list(range(6))
   _, test_labels, _ = tfds_source.split_labels(config, "test", None)  # TFDS order
   assert [seen[i] for i in range(6)] == test_labels
+
+
+def test_a_range_pool_streams_like_its_materialised_index_set():
+  """Contiguous pools are drawn without materialising their indices, with the same videos."""
+  as_range = streams.Pools([range(3, 40)], [1.0])
+  as_list = streams.Pools([list(range(3, 40))], [1.0])
+  for k in range(0, 120, 7):
+    assert int(as_range.video(k, 5, 1)) == int(as_list.video(k, 5, 1))
+  mixed = streams.Pools([range(0, 10), range(10, 1000)], [1.0, 3.0])
+  picks = np.array([int(mixed.video(k, 0, 1)) for k in range(400)])
+  assert 0.15 < np.mean(picks < 10) < 0.35 and picks.max() < 1000

@@ -32,16 +32,25 @@ def host_position(i: Any, global_batch: int, host_batch: int, process_index: int
   return (i // host_batch) * global_batch + process_index * host_batch + i % host_batch
 
 
-def stream_video(index_set_E: tf.Tensor, k: tf.Tensor, seed: int, stream_id: int,
+def stream_video(index_set_E: Any, k: tf.Tensor, seed: int, stream_id: int,
                  attempt: int = 0, pool: Any = 0) -> tf.Tensor:
-  """Video of stream position k: index_shuffle(k mod N, seed=(seed, stream + 16 pool, k // N))."""
+  """Video of stream position k: index_shuffle(k mod E, seed=(seed, stream + 16 pool, k // E)).
+
+  `index_set_E`: int64[E] video indices, or a `range` (contiguous indices, never materialised:
+  a pool of millions of videos costs nothing in the graph).
+  """
   k = tf.cast(k, tf.int64)
-  num_videos = tf.size(index_set_E, out_type=tf.int64)
+  if isinstance(index_set_E, range):
+    num_videos = tf.constant(len(index_set_E), tf.int64)
+  else:
+    num_videos = tf.size(index_set_E, out_type=tf.int64)
   epoch, position = k // num_videos, (k % num_videos + attempt) % num_videos
   salt = tf.constant(stream_id, tf.int64) + 16 * tf.cast(pool, tf.int64)
   shuffled = tf.raw_ops.RandomIndexShuffle(
       index=position, seed=tf.stack([tf.constant(seed, tf.int64), salt, epoch]),
       max_index=num_videos - 1, rounds=4)
+  if isinstance(index_set_E, range):
+    return tf.constant(index_set_E.start, tf.int64) + shuffled
   return tf.gather(index_set_E, shuffled)
 
 
@@ -55,10 +64,11 @@ class Pools:
   """
 
   def __init__(self, index_sets: Sequence[Sequence[int]], weights: Sequence[float]):
-    kept = [(list(map(int, s)), float(w)) for s, w in zip(index_sets, weights) if w > 0 and s]
+    kept = [(s, float(w)) for s, w in zip(index_sets, weights) if w > 0 and len(s)]
     if not kept:
       raise ValueError("a training stream has no videos (every pool is empty or weighs 0)")
-    self.sets = [tf.constant(np.asarray(s, np.int64)) for s, _ in kept]
+    self.sets = [s if isinstance(s, range) and s.step == 1 else
+                 tf.constant(np.asarray(list(s), np.int64)) for s, _ in kept]
     total = sum(w for _, w in kept)
     self.cumulative = tf.constant(np.cumsum([w / total for _, w in kept])[:-1], tf.float32)
 
