@@ -29,7 +29,7 @@ from cmpl_jax.data import sampling, video_io
 
 
 def decode(video_path: str, data_info: dict[str, Any]) -> np.ndarray:
-  """uint8 [T, H, W, 3] frames at the stored short side and frame rate of the training data,
+  """uint8 [N, H, W, 3] frames at the stored short side and frame rate of the training data,
   upright (a phone video's rotation tag applied) and timed by presentation timestamps, through
   the converters' own decoding (video_io).
 
@@ -98,18 +98,18 @@ class Predictor:
     self._forward = jax.jit(functools.partial(train.eval_step, models=self.models,
                                               spec=train.eval_spec(self.config)))
 
-  def probabilities(self, frames_TxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
+  def probabilities(self, frames_NxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
     """{model: probs_K} (and 'average' for two models) of decoded frames (`decode`)."""
-    windows = eval_windows(frames_TxHxWx3, self.config, int(self.data_info.get("short_side", 0)))
+    windows = eval_windows(frames_NxHxWx3, self.config, int(self.data_info.get("short_side", 0)))
     probs = self._forward(self._variables["params"], self._variables["batch_stats"], windows)
     probs = {name: np.asarray(p[0]) for name, p in probs.items()}
     if len(probs) > 1:
       probs["average"] = np.mean(list(probs.values()), axis=0)
     return probs
 
-  def top_k(self, frames_TxHxWx3: np.ndarray, k: int = 5, model: str = "primary"
+  def top_k(self, frames_NxHxWx3: np.ndarray, k: int = 5, model: str = "primary"
             ) -> list[tuple[str, float]]:
-    probs = self.probabilities(frames_TxHxWx3)
+    probs = self.probabilities(frames_NxHxWx3)
     if model not in probs:
       raise ValueError(f"--model={model!r}: this run has {sorted(probs)}")
     order = np.argsort(-probs[model])[:k]

@@ -176,11 +176,11 @@ class ResNet3D(nn.Module):
     return max(1, int(round(channels * self.width_multiplier)))
 
   @nn.compact
-  def __call__(self, x_NxTxHxWx3: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x_BxTxHxWx3: jax.Array, train: bool = False) -> jax.Array:
     arch = self.architecture
     conv_bn = functools.partial(_ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                                 conv_impl=self.conv_impl)
-    x = x_NxTxHxWx3.astype(self.dtype)
+    x = x_BxTxHxWx3.astype(self.dtype)
     x = conv_bn(self._width(arch.base_width), arch.stem_kernel, (1, 2, 2), name="stem")(x, train)
     if arch.stem_pool:
       x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
