@@ -63,19 +63,18 @@ def random_batch(config, num_devices: int, num_classes: int, seed: int = 0,
                      f"{num_devices} devices")
   width = min(canvas.width, int(round(canvas.height * 4 / 3)))  # a 4:3 frame on the canvas
 
-  def stream(n, first_position):
+  def stream(n):
     return {"frames": rng.integers(0, 256, (num_devices, n, len(offsets_U), canvas.height,
                                             canvas.width, 3), dtype=np.uint8),
             "size": np.broadcast_to(np.array([canvas.height, width], np.int32),
                                     (num_devices, n, 2)).copy(),
             "transposed": np.zeros((num_devices, n), bool),
-            "position": (first_position + np.arange(num_devices * n, dtype=np.int32)
-                         ).reshape(num_devices, n),
+            "position": np.arange(num_devices * n, dtype=np.int32).reshape(num_devices, n),
             "label": rng.integers(0, num_classes, (num_devices, n)).astype(np.int32)}
 
-  batch = {"labeled": stream(b_l, 0)}
+  batch = {"labeled": stream(b_l)}
   if methods.uses_unlabeled(config.method):
-    batch["unlabeled"] = stream(b_l * config.mu, 0)
+    batch["unlabeled"] = stream(b_l * config.mu)
   return batch
 
 

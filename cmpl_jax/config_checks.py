@@ -121,6 +121,23 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
     raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def parse_pools(spec: str) -> list[tuple[str, str, str]]:
+  """config.data.unlabeled_sources 'DIR[:SPLIT][*WEIGHT],...' -> [(dir, split, weight text)]
+  ('' where not given). Syntax only: the one parser, shared with cmpl_jax/data/sources.py."""
+  out = []
+  for entry in (e.strip() for e in spec.split(",") if e.strip()):
+    path, _, weight = entry.partition("*")
+    data_dir, _, split = path.partition(":")
+    out.append((data_dir, split, weight))
+  return out
+
+
+def pool_split(split: str, split_names) -> str:
+  """A pool's split: as given, else 'unlabeled' (a folder conversion) when it has one, else
+  'train'."""
+  return split or ("unlabeled" if "unlabeled" in split_names else "train")
+
+
 def _unlabeled_pools(problems: list[str], config: Any, source: str) -> None:
   """config.data.unlabeled_sources / unlabeled_train_weight (cmpl_jax/data/sources.py)."""
   spec = config.data.get("unlabeled_sources", "")
@@ -138,10 +155,8 @@ def _unlabeled_pools(problems: list[str], config: Any, source: str) -> None:
   if source != "tfrecord":
     problems.append("config.data.unlabeled_sources: extra unlabeled pools need "
                     "config.data.source='tfrecord'")
-  for entry in (e.strip() for e in spec.split(",") if e.strip()):
-    path, _, pool_weight = entry.partition("*")
-    data_dir, _, split = path.partition(":")
-    where = f"config.data.unlabeled_sources entry {entry!r}"
+  for data_dir, split, pool_weight in parse_pools(spec):
+    where = f"config.data.unlabeled_sources entry {data_dir!r}"
     try:
       if pool_weight and not float(pool_weight) > 0:
         problems.append(f"{where}: the weight must be > 0")
@@ -155,10 +170,9 @@ def _unlabeled_pools(problems: list[str], config: Any, source: str) -> None:
       continue
     with open(metadata, encoding="utf-8") as f:
       splits = json.load(f).get("splits", {})
-    wanted = split or ("unlabeled" if "unlabeled" in splits else "train")
-    if wanted not in splits:
-      problems.append(f"{where}: split {wanted!r} is not in {metadata} (it has "
-                      f"{sorted(splits)})")
+    if pool_split(split, splits) not in splits:
+      problems.append(f"{where}: split {pool_split(split, splits)!r} is not in {metadata} (it "
+                      f"has {sorted(splits)})")
 
 
 def _data_fields(problems: list[str], data: Any) -> None:

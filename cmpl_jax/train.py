@@ -166,7 +166,7 @@ def model_inputs(batch: Mapping[str, Any], key: jax.Array, config: ml_collection
   return inputs
 
 
-def _model_inputs(batch: Mapping[str, Any], name: str, use_unlabeled: bool) -> list[jax.Array]:
+def _forward_parts(batch: Mapping[str, Any], name: str, use_unlabeled: bool) -> list[jax.Array]:
   parts = [batch["labeled"][name]]
   if use_unlabeled:
     parts += [batch["unlabeled"]["weak"][name], batch["unlabeled"]["strong"][name]]
@@ -199,7 +199,7 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
                            resnet3d.normalize(clips_uint8, dtype), train=True,
                            mutable=["batch_stats"],
                            rngs={"dropout": jax.random.fold_in(rng, 3 * i + k)})
-      parts = _model_inputs(batch, name, use_unlabeled)
+      parts = _forward_parts(batch, name, use_unlabeled)
       if config.bn_batches == "joint":
         out_BxK, mutated = forward(jnp.concatenate(parts, axis=0), 0)
         sizes = [p.shape[0] for p in parts]

@@ -146,10 +146,9 @@ def crop_taps(box_4: jax.Array, flip: jax.Array, crop_size: int) -> tuple[Taps, 
   return rows, Taps(*(jnp.where(flip, c[::-1], c) for c in cols))
 
 
-def crop_resize_flip(frames: jax.Array, size_2: jax.Array, transposed: jax.Array,
-                     box_4: jax.Array, flip: jax.Array, crop_size: int) -> jax.Array:
+def crop_resize_flip(frames: jax.Array, transposed: jax.Array, box_4: jax.Array,
+                     flip: jax.Array, crop_size: int) -> jax.Array:
   """float32[U, S, S, 3]: crop `box_4` of every frame, resized to S, maybe flipped (rounded)."""
-  del size_2  # The box was drawn inside it.
   return resample(frames, *crop_taps(box_4, flip, crop_size), transposed)
 
 
@@ -158,7 +157,7 @@ def weak_view(key: jax.Array, frames: jax.Array, size_2: jax.Array, transposed: 
   box_key, flip_key = jax.random.split(key)
   box_4 = crop_box(box_key, size_2[0], size_2[1], min_area)
   flip = jax.random.uniform(flip_key) < 0.5
-  return crop_resize_flip(frames, size_2, transposed, box_4, flip, crop_size)
+  return crop_resize_flip(frames, transposed, box_4, flip, crop_size)
 
 
 def cutout(image: jax.Array, centre_2: jax.Array, size: int) -> jax.Array:
@@ -225,9 +224,9 @@ def strong_views(keys_B: jax.Array, frames_BxTxHxWx3: jax.Array, size_Bx2: jax.A
   """The crops are vmapped; the RandAugment ops run clip by clip (`lax.map`), so each clip
   computes only the ops it drew."""
   draws = jax.vmap(lambda k, s: strong_draws(k, s, cfg))(keys_B, size_Bx2)
-  crops = jax.vmap(lambda f, s, t, d: crop_resize_flip(f, s, t, d["box"], d["flip"],
-                                                       cfg.crop_size))(
-      frames_BxTxHxWx3, size_Bx2, transposed_B, draws)
+  crops = jax.vmap(lambda f, t, d: crop_resize_flip(f, t, d["box"], d["flip"],
+                                                    cfg.crop_size))(
+      frames_BxTxHxWx3, transposed_B, draws)
   level = cfg.magnitude / randaugment.MAX_MAGNITUDE
 
   def augment(args):

@@ -61,7 +61,7 @@ def test_crop_resize_flip_equals_slice_then_resize(height, width):
     expected = reference.crop_resize_flip(frames, np.asarray(box), flip, 24)
     np.testing.assert_allclose(unrounded(canvas, jnp.bool_(transposed), box, jnp.bool_(flip)),
                                expected, atol=2e-3)
-    out = crop(canvas, jnp.array([height, width]), jnp.bool_(transposed), box, jnp.bool_(flip))
+    out = crop(canvas, jnp.bool_(transposed), box, jnp.bool_(flip))
     assert out.shape == (3, 24, 24, 3)
     assert_close_pixels(out, np.clip(np.round(expected), 0, 255), max_off=0.1)  # .5 ties
 

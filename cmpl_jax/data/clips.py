@@ -70,7 +70,7 @@ def _decoder(first_frame: tf.Tensor, canvas: Canvas, jpeg: bool):
 
 def decode_canvas(encoded_U: tf.Tensor, canvas: Canvas, jpeg: bool
                   ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """(uint8[F, Hc, Wc, 3] canvas, int32[2] upright size on it, bool transposed) of F frames
+  """(uint8[U, Hc, Wc, 3] canvas, int32[2] upright size on it, bool transposed) of U frames
   of one video (all of one size, as a video's frames are)."""
   frames = tf.map_fn(_decoder(encoded_U[0], canvas, jpeg), encoded_U,
                      fn_output_signature=_UINT8_FRAME)
@@ -123,12 +123,14 @@ class ClipMaker:
     shape = [len(self.offsets_U), self.canvas.height, self.canvas.width, 3]
     return [self.num_clips] + shape if kind == "eval" else shape
 
+  def train_indices(self, num_video_frames: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """int32[U]: the stored frames of a training clip's one random window."""
+    start = random_window_start(seed, num_video_frames, self.window)
+    return sampling.window_frames(tf.reshape(start, [1]), self.offsets_U, num_video_frames)[0]
+
   def train(self, encoded_N: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> dict[str, Any]:
     """{'frames': uint8[U, Hc, Wc, 3], 'size', 'transposed', 'label'}: one random window."""
-    num_video_frames = tf.shape(encoded_N)[0]
-    start = random_window_start(seed, num_video_frames, self.window)
-    indices_U = sampling.window_frames(tf.reshape(start, [1]), self.offsets_U,
-                                       num_video_frames)[0]
+    indices_U = self.train_indices(tf.shape(encoded_N)[0], seed)
     frames, size, transposed = decode_indices(encoded_N, indices_U, self.canvas, self.jpeg)
     return {"frames": tf.ensure_shape(frames, self._shape("train")), "size": size,
             "transposed": transposed, "label": tf.cast(label, tf.int32)}

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Sequence
 
 import tensorflow as tf
 
+from cmpl_jax import config_checks
 from cmpl_jax.data import records, sampling, streams, tfds_source
 
 SOURCES = ("tfrecord", "tfds")
@@ -27,28 +28,14 @@ class Pool(NamedTuple):
   weight: float
 
 
-def parse_pools(spec: str) -> list[tuple[str, str, float]]:
-  """config.data.unlabeled_sources 'DIR[:SPLIT][*WEIGHT],...' -> [(dir, split or '', weight)].
-
-  Syntax only (config_checks reports what is wrong); the default split is resolved by `pools`.
-  """
-  out = []
-  for entry in (e.strip() for e in spec.split(",") if e.strip()):
-    path, _, weight = entry.partition("*")
-    data_dir, _, split = path.partition(":")
-    out.append((data_dir, split, float(weight) if weight else 1.0))
-  return out
-
-
 def pools(config: Any) -> list[Pool]:
-  """The extra unlabeled pools; a pool's split defaults to 'unlabeled' (a folder conversion)
-  when its metadata has one, else 'train'."""
+  """The extra unlabeled pools of config.data.unlabeled_sources (syntax and default split as
+  config_checks defines them)."""
   out = []
-  for data_dir, split, weight in parse_pools(config.data.get("unlabeled_sources", "")):
-    if not split:
-      names = records.read_metadata(data_dir).get("splits", {})
-      split = "unlabeled" if "unlabeled" in names else "train"
-    out.append(Pool(data_dir, split, weight))
+  for data_dir, split, weight in config_checks.parse_pools(
+      config.data.get("unlabeled_sources", "")):
+    names = records.read_metadata(data_dir).get("splits", {}) if not split else ()
+    out.append(Pool(data_dir, config_checks.pool_split(split, names), float(weight or 1.0)))
   return out
 
 
@@ -65,12 +52,14 @@ class RecordSource:
     self.metadata = records.read_metadata(self.data_dir)
     self._tables: dict[str, records.RecordTable] = {}
 
-  def table(self, split: str, with_pools: bool = False) -> records.RecordTable:
-    key = f"{split}+pools" if with_pools else split
-    if key not in self._tables:
-      extra = [(p.data_dir, p.split) for p in pools(self.config)] if with_pools else []
-      self._tables[key] = records.RecordTable(self.data_dir, split, extra)
-    return self._tables[key]
+  def table(self, split: str) -> records.RecordTable:
+    """The split's offset index. The train split's also holds the extra unlabeled pools,
+    after its own examples, so labeled indices (into the split) index it unchanged."""
+    if split not in self._tables:
+      extra = pools(self.config) if split == self.config.data.train_split else []
+      self._tables[split] = records.RecordTable(self.data_dir, split,
+                                                [(p.data_dir, p.split) for p in extra])
+    return self._tables[split]
 
   def class_names(self) -> list[str]:
     return list(self.metadata["classes"])
@@ -85,26 +74,25 @@ class RecordSource:
     return list(info["media_ids"]), [int(x) for x in info["labels"]]
 
   def stored_short_side(self, split: str) -> int:
-    with_pools = split == self.config.data.train_split and bool(pools(self.config))
-    return self.table(split, with_pools).stored_short_side()
+    return self.table(split).stored_short_side()
 
   def labeled(self, labeled_indices: Sequence[int], example_fn, **kwargs) -> tf.data.Dataset:
     table = self.table(self.config.data.train_split)
-    if table.num_examples == 0:
+    num_examples = table.ranges[0][1]  # the split's own, before any pool
+    if num_examples == 0:
       raise ValueError(f"split {table.split!r} of {self.data_dir} has no examples")
-    bad = [i for i in labeled_indices if not 0 <= i < table.num_examples]
+    bad = [i for i in labeled_indices if not 0 <= i < num_examples]
     if bad:
-      raise ValueError(f"labeled indices out of range [0, {table.num_examples}) of split "
+      raise ValueError(f"labeled indices out of range [0, {num_examples}) of split "
                        f"{table.split!r}: {bad[:10]}")
     return streams.train_stream(table, streams.Pools([labeled_indices], [1.0]), example_fn,
                                 stream_id=sampling.LABELED_STREAM, **kwargs)
 
   def unlabeled(self, example_fn, **kwargs) -> tf.data.Dataset:
-    extra = pools(self.config)
-    table = self.table(self.config.data.train_split, with_pools=bool(extra))
+    table = self.table(self.config.data.train_split)
     index_sets = [range(start, start + count) for start, count in table.ranges]
     weights = [float(self.config.data.get("unlabeled_train_weight", 1.0))]
-    weights += [p.weight for p in extra]
+    weights += [p.weight for p in pools(self.config)]
     return streams.train_stream(table, streams.Pools(index_sets, weights), example_fn,
                                 stream_id=sampling.UNLABELED_STREAM, hidden_labels=True,
                                 **kwargs)
@@ -118,12 +106,10 @@ class RecordSource:
         table.num_examples
 
   def diagnose(self, split: str, index: int) -> str:
-    return self.table(split, split == self.config.data.train_split and
-                      bool(pools(self.config))).diagnose(index)
+    return self.table(split).diagnose(index)
 
   def media_id(self, split: str, index: int) -> str:
-    table = self.table(split, split == self.config.data.train_split and bool(pools(self.config)))
-    return table.media_ids[index]
+    return self.table(split).media_ids[index]
 
 
 class TfdsSource:

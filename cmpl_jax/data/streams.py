@@ -54,6 +54,11 @@ def stream_video(index_set_E: Any, k: tf.Tensor, seed: int, stream_id: int,
   return tf.gather(index_set_E, shuffled)
 
 
+def host_seed(seed: int, stream_id: int, k: Any) -> tf.Tensor:
+  """The stateless seed of the host's random choice for stream position k (its window)."""
+  return tf.random.experimental.stateless_fold_in(tf.constant([seed, stream_id], tf.int64), k)
+
+
 class Pools:
   """Index sets a stream draws from, with mixing weights (the unlabeled stream: the train split
   and any extra unlabeled pools; every other stream: one set).
@@ -130,11 +135,10 @@ def train_stream(table: RecordTable, pools: Pools, example_fn: ExampleFn, *,
   this dataset's labels) and are diagnostics only, so records are not checked against them.
   """
   host_batch = global_batch // process_count
-  base_seed = tf.constant([seed, stream_id], tf.int64)
   num_attempts = MAX_ATTEMPTS if skip_bad else 1
 
   def element(k):
-    element_seed = tf.random.experimental.stateless_fold_in(base_seed, k)
+    element_seed = host_seed(seed, stream_id, k)
     videos = [pools.video(k, seed, stream_id, a) for a in range(num_attempts)]
 
     def attempt(a):

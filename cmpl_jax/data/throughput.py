@@ -51,27 +51,23 @@ def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _stream(table, maker, stream_id: int, index_set, parallel: int) -> tf.data.Dataset:
-  ds = streams.train_stream(
+  return streams.train_stream(
       table, streams.Pools([index_set], [1.0]), maker.train, seed=0, stream_id=stream_id,
-      global_batch=BATCH,
-      start_step=0, process_index=0, process_count=1, parallel=parallel, skip_bad=False,
-      placeholder=lambda: maker.placeholder("train"))
-  return ds
+      global_batch=BATCH, start_step=0, process_index=0, process_count=1, parallel=parallel,
+      skip_bad=False, placeholder=lambda: maker.placeholder("train"))
 
 
 def _window_jpegs(table, maker, count: int) -> list[tf.Tensor]:
-  """The encoded frames each of the first `count` unlabeled clips decodes (eagerly)."""
+  """The encoded frames each of the first `count` unlabeled clips decodes (eagerly), chosen
+  by the stream's own functions."""
   out = []
+  pool = streams.Pools([range(table.num_examples)], [1.0])
   for k in range(count):
-    video = streams.stream_video(tf.range(table.num_examples, dtype=tf.int64), k, 0,
-                                 sampling.UNLABELED_STREAM)
-    parsed = records.parse_example(next(iter(table.read(video))))
-    n = tf.shape(parsed["frames_N"])[0]
-    seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([0, sampling.UNLABELED_STREAM], tf.int64), k)
-    start = clips.random_window_start(seed, n, maker.window)
-    indices = sampling.window_frames(tf.reshape(start, [1]), maker.offsets_U, n)[0]
-    out.append(tf.gather(parsed["frames_N"], tf.unique(indices)[0]))
+    video = pool.video(k, 0, sampling.UNLABELED_STREAM)
+    encoded_N = records.parse_example(next(iter(table.read(video))))["frames_N"]
+    indices_U = maker.train_indices(tf.shape(encoded_N)[0],
+                                    streams.host_seed(0, sampling.UNLABELED_STREAM, k))
+    out.append(tf.gather(encoded_N, tf.unique(indices_U)[0]))
   return out
 
 
@@ -121,7 +117,7 @@ def measure(config: Any, seconds: float = 10.0) -> dict[str, Any]:
   maker = clips.ClipMaker(config, canvas)
   calls = int(config.data.num_parallel_calls)
   parallel = tf.data.AUTOTUNE if calls <= 0 else calls
-  everything = list(range(table.num_examples))
+  everything = range(table.num_examples)
   info = records.read_metadata(data_dir)["splits"][config.data.train_split]
   labeled = splits.class_balanced_subset([int(x) for x in info["labels"]],
                                          max(1, len(set(info["labels"]))), 50, seed=0)
