@@ -28,7 +28,7 @@ RESULTS_FILENAME = "eval_results.json"
 @functools.lru_cache(maxsize=8)
 def _pmapped_eval_step(models: tuple[tuple[str, Any], ...], spec: train.EvalSpec):
   """One compiled eval step per model set (periodic evaluations reuse it)."""
-  return jax.pmap(functools.partial(train.eval_step, models=dict(models), spec=spec),
+  return train.pmap(functools.partial(train.eval_step, models=dict(models), spec=spec),
                   axis_name=train.AXIS_NAME)
 
 

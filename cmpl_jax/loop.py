@@ -197,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _console(f"{config.method}: {len(labeled)} labeled videos, {len(classes)} classes, "
            f"{jax.device_count()} devices, steps {start_step} -> {config.num_train_steps}")
 
-  p_train_step = jax.pmap(
+  p_train_step = train.pmap(
       functools.partial(train.train_step, models=models, tx=tx, config=config),
       axis_name=train.AXIS_NAME, in_axes=(0, 0, None), donate_argnums=(0,))
   replicated = train.replicate(state)

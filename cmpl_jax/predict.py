@@ -96,7 +96,8 @@ class Predictor:
         template, step, expected_meta=checkpointing.describe(self.config, self.classes))
     self._variables = jax.device_put(variables)
     self._forward = jax.jit(functools.partial(train.eval_step, models=self.models,
-                                              spec=train.eval_spec(self.config)))
+                                              spec=train.eval_spec(self.config)),
+                            compiler_options=train.compiler_options())
 
   def probabilities(self, frames_NxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
     """{model: probs_K} (and 'average' for two models) of decoded frames (`decode`)."""

@@ -15,6 +15,7 @@ and `model_inputs` turns it into each model's views (cmpl_jax/views.py) first th
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, NamedTuple
 
 import flax
@@ -50,6 +51,43 @@ def replicate(tree: Any) -> Any:
   return jax.tree.map(
       lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (count,) + np.shape(x)), sharding),
       tree)
+
+
+# XLA:CPU hands dots, reductions, elementwise ops and convolutions to its YNNPACK library by
+# default. For these 3D-ResNets its convolutions (weight gradients above all) and elementwise
+# fusions are slower than XLA's own; dots and reductions stay with the library. Measured in
+# BENCHMARKS.md ("Where the time went"); the environment's XLA_FLAGS take precedence.
+_CPU_LIBRARY_FUSIONS = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+def compiler_options() -> dict[str, str] | None:
+  """XLA options for compiling the train and eval steps on this backend (None: defaults)."""
+  if jax.default_backend() != "cpu" or "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  return {"xla_cpu_experimental_ynn_fusion_type": _CPU_LIBRARY_FUSIONS}
+
+
+def pmap(fun, **pmap_kwargs):
+  """`jax.pmap(fun, **pmap_kwargs)` whose programs are compiled with `compiler_options()`.
+
+  pmap takes no compiler options, so each new set of argument shapes is lowered and compiled
+  ahead of time once and the executable reused (the train and eval steps see one shape each).
+  """
+  mapped = jax.pmap(fun, **pmap_kwargs)
+  options = compiler_options()
+  if options is None:
+    return mapped
+  executables = {}
+
+  def call(*args):
+    key = (jax.tree.structure(args),
+           tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree.leaves(args)))
+    if key not in executables:
+      executables[key] = mapped.lower(*args).compile(compiler_options=options)
+    return executables[key](*args)
+
+  call.lower = mapped.lower
+  return call
 
 
 DTYPES = ("float32", "bfloat16")

@@ -33,8 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Auxiliary A: the same net with 1/4 channels, 4x the frame rate over the same window.
   config.model.auxiliary = model_config("slowonly_r50", 0.25, num_frames=32, frame_stride=2)
   config.model.sync_batch_norm = True   # BatchNorm statistics averaged over all devices
-  # How XLA runs 3D convolutions: 'native', 'sum_of_2d' (same maths and parameters, ~3.6x faster
-  # on CPU) or 'auto' (sum_of_2d on CPU, native on GPU/TPU). See models/resnet3d.py.
+  # How XLA runs 3D convolutions, all the same function and parameters (models/resnet3d.py):
+  # 'native', 'sum_of_2d' (frames as 2D convolutions), 'matmul' (patches x kernel) or 'hybrid'
+  # (matmul for 1x1 spatial kernels, sum_of_2d otherwise); 'auto' = the backend's fastest
+  # (BENCHMARKS.md).
   config.model.conv_impl = "auto"
 
   config.data = ml_collections.ConfigDict()

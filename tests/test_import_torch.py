@@ -1,7 +1,7 @@
 """PyTorch -> Flax checkpoint import: logits parity, head dropping/merging, clear errors.
 
 The PyTorch peers come from torchvision / pytorchvideo when those import, else from the
-faithful replicas in tests/torch_peers.py (same state_dict keys, topology and parameter
+faithful replicas in cmpl_jax/tools/torch_resnet3d.py (same state_dict keys, topology and parameter
 counts; on CPU test machines torchvision does not import beside the CPU torch wheel). Every
 BatchNorm's affine parameters and running statistics are randomised, so the BN conversion is
 exercised, and eval-mode logits are compared in float32.
@@ -26,10 +26,10 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import torch_peers  # noqa: E402  (tests/ is on sys.path under pytest)
 from cmpl_jax import pretrained  # noqa: E402
 from cmpl_jax.models import resnet3d  # noqa: E402
 from cmpl_jax.tools import import_torch  # noqa: E402
+from cmpl_jax.tools import torch_resnet3d as torch_peers  # noqa: E402
 
 CLIP_NCTHW = (1, 3, 8, 64, 64)
 SLOW_HEAD_POOL = (8, 2, 2)  # final feature map of an 8 x 64 x 64 clip in slow_r50
@@ -133,7 +133,7 @@ def test_replicas_have_the_real_state_dict_keys(r3d, slow):
       checked += 1
   if not checked:
     pytest.skip("neither torchvision nor pytorchvideo imports here; replicas were checked "
-                "against their sources when written (see tests/torch_peers.py)")
+                "against their sources when written (see cmpl_jax/tools/torch_resnet3d.py)")
 
 
 def _zero_variables(name: str, num_classes: int, width: float = 1.0):

@@ -94,3 +94,24 @@ def test_baselines_run_from_the_same_step(method, expected_models):
   assert set(state.params) == set(expected_models)
   assert np.isfinite(metrics["loss"][0])
   assert ("primary/unsup_loss" in metrics) == (method == "fixmatch")
+
+
+def test_cpu_compiler_options_keep_the_step_the_same(monkeypatch):
+  """train.pmap compiles with XLA:CPU library-fusion options (a speed setting only): the step's
+  results equal those of plain jax.pmap, and XLA_FLAGS that set the option themselves win."""
+  config = tiny_config()
+  config.model.conv_impl = "hybrid"
+  batch = random_batch(config, 1)
+  models = train.create_models(config, num_classes=5)
+  tx = train.create_optimizer(config)
+  state = jax.tree.map(lambda x: np.stack([x]),
+                       train.create_train_state(config, models, jax.random.key(0), tx))
+  fn = functools.partial(train.train_step, models=models, tx=tx, config=config)
+  kwargs = dict(axis_name=train.AXIS_NAME, devices=jax.local_devices()[:1], in_axes=(0, 0, None))
+  assert train.compiler_options() is not None   # tests run on CPU without that XLA flag
+  plain = jax.pmap(fn, **kwargs)(state, batch, jax.random.key(1))
+  tuned = train.pmap(fn, **kwargs)(state, batch, jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(tuned)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+  assert train.compiler_options() is None

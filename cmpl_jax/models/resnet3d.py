@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -63,14 +64,14 @@ def _same_padding(kernel: Sequence[int]) -> list[tuple[int, int]]:
   return [(k // 2, k // 2) for k in kernel]
 
 
-CONV_IMPLS = ("native", "sum_of_2d")
+CONV_IMPLS = ("native", "sum_of_2d", "matmul", "hybrid")
 
 
 def default_conv_impl() -> str:
-  """'sum_of_2d' on CPU, where XLA runs 2D convolutions ~3.6x faster than 3D ones (measured:
-  [56, 8, 24, 24, 16] x 3x3x3x16x16, forward 372 vs 106 ms, gradients 1117 vs 303 ms, 2 cores);
-  'native' on GPU/TPU, whose 3D convolutions are fast."""
-  return "sum_of_2d" if jax.default_backend() == "cpu" else "native"
+  """'hybrid' on CPU: XLA:CPU runs matrix products near the cores' peak and 2D convolutions
+  well, its 3D convolutions poorly (BENCHMARKS.md has the measurements); 'native' on GPU/TPU,
+  whose 3D convolutions are fast."""
+  return "hybrid" if jax.default_backend() == "cpu" else "native"
 
 
 def conv3d_as_sum_of_2d(x_BxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequence[int],
@@ -94,6 +95,31 @@ def conv3d_as_sum_of_2d(x_BxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequ
   return out.reshape(n, t_out, *out.shape[1:])
 
 
+def conv3d_as_matmul(x_BxTxHxWxC: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                     padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """The 3D convolution as one matrix product over its patches (im2col).
+
+  The kt*kh*kw shifted, strided views of the padded input are stacked on the channel axis,
+  in the kernel's (t, h, w, in) order, so out = patches @ kernel.reshape(-1, out): the same
+  function and parameters as `lax.conv_general_dilated`. Its forward and both gradients are
+  then matrix products, which XLA:CPU runs near the cores' peak, unlike its convolutions.
+  """
+  kernel_shape = kernel.shape[:3]
+  x = jnp.pad(x_BxTxHxWxC, ((0, 0), *padding, (0, 0))) if any(map(any, padding)) \
+      else x_BxTxHxWxC
+  out_shape = [(x.shape[1 + a] - kernel_shape[a]) // strides[a] + 1 for a in range(3)]
+  patches = []
+  for start in itertools.product(*(range(k) for k in kernel_shape)):
+    window = tuple(slice(start[a], start[a] + strides[a] * (out_shape[a] - 1) + 1, strides[a])
+                   for a in range(3))
+    patches.append(x[(slice(None), *window)])
+  cols = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
+  # As a 2D product: its weight gradient is then cols^T @ dy on [M, K] x [M, F] matrices,
+  # which XLA:CPU runs without first transposing either (rank-5 operands got transposed).
+  out = jnp.dot(cols.reshape(-1, cols.shape[-1]), kernel.reshape(-1, kernel.shape[-1]))
+  return out.reshape(*cols.shape[:-1], kernel.shape[-1])
+
+
 class Conv3D(nn.Module):
   """Bias-free 3D convolution, PyTorch-style symmetric padding; `impl` picks XLA's route."""
   features: int
@@ -110,6 +136,12 @@ class Conv3D(nn.Module):
     padding = _same_padding(self.kernel_size)
     if self.impl == "sum_of_2d":
       return conv3d_as_sum_of_2d(x, kernel, self.strides, padding)
+    if self.impl == "hybrid":
+      if self.kernel_size[1:] == (1, 1):
+        return conv3d_as_matmul(x, kernel, self.strides, padding)
+      return conv3d_as_sum_of_2d(x, kernel, self.strides, padding)
+    if self.impl == "matmul":
+      return conv3d_as_matmul(x, kernel, self.strides, padding)
     return lax.conv_general_dilated(x, kernel, self.strides, padding,
                                     dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
 
@@ -170,7 +202,7 @@ class ResNet3D(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32           # compute dtype; parameters stay float32
   bn_axis_name: str | None = None    # e.g. 'batch': BatchNorm statistics averaged over devices
-  conv_impl: str = "native"          # 'native' | 'sum_of_2d' (same maths; see Conv3D)
+  conv_impl: str = "native"          # one of CONV_IMPLS (same maths; see Conv3D)
 
   def _width(self, channels: int) -> int:
     return max(1, int(round(channels * self.width_multiplier)))

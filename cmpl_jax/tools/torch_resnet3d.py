@@ -1,4 +1,5 @@
-"""Faithful PyTorch replicas of torchvision `r3d_18` and pytorchvideo `slow_r50`, for parity tests.
+"""Faithful PyTorch replicas of torchvision `r3d_18` and pytorchvideo `slow_r50`, for weight-import
+parity tests and the PyTorch side of the benchmarks (benchmarks/torch_reference.py).
 
 Why replicas: on the CPU test machines torchvision from PyPI does not import beside the CPU-only
 torch wheel, and pytorchvideo's `models` package imports `torchvision.ops` when loaded. These
@@ -10,8 +11,12 @@ the published sources (torchvision 0.29.1 `models/video/resnet.py`, pytorchvideo
 for the same weights. The tests also assert the published parameter counts (400 classes:
 r3d_18 33,371,472; slow_r50 32,454,096), and compare keys with the real library where it imports.
 
-Only eval-mode behaviour matters here; weight initialisation is left at PyTorch's defaults
-(the tests randomise every parameter and BatchNorm statistic anyway).
+`width_multiplier` scales every stage's channels exactly as our Flax `ResNet3D` does
+(`max(1, round(channels * w))`), so "slow_r50 x1/4" has the same parameter count in both
+frameworks. Weight initialisation is left at PyTorch's defaults (the parity tests randomise
+every parameter and BatchNorm statistic; the benchmarks only time the step).
+
+Needs torch only (`pip install "cmpl_jax[torch]"`); nothing else in cmpl_jax imports this.
 """
 from __future__ import annotations
 
@@ -19,6 +24,11 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+def _width(channels: int, width_multiplier: float) -> int:
+  """Channels at a width multiplier, rounded as cmpl_jax.models.resnet3d.ResNet3D does."""
+  return max(1, int(round(channels * width_multiplier)))
+
 
 # --- torchvision.models.video.resnet (VideoResNet with BasicBlock, Conv3DSimple, BasicStem) ---
 
@@ -51,18 +61,23 @@ class BasicBlock(nn.Module):
 class VideoResNet(nn.Module):
   """torchvision's VideoResNet restricted to r3d (BasicBlock + Conv3DSimple + BasicStem)."""
 
-  def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 400):
+  def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 400,
+               width_multiplier: float = 1.0, dropout_rate: float = 0.0):
     super().__init__()
-    self.inplanes = 64
+    width = lambda c: _width(c, width_multiplier)  # noqa: E731
+    self.inplanes = width(64)
     self.stem = nn.Sequential(
-        nn.Conv3d(3, 64, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
-        nn.BatchNorm3d(64), nn.ReLU(inplace=True))
-    self.layer1 = self._make_layer(64, layers[0], stride=1)
-    self.layer2 = self._make_layer(128, layers[1], stride=2)
-    self.layer3 = self._make_layer(256, layers[2], stride=2)
-    self.layer4 = self._make_layer(512, layers[3], stride=2)
+        nn.Conv3d(3, self.inplanes, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3),
+                  bias=False),
+        nn.BatchNorm3d(self.inplanes), nn.ReLU(inplace=True))
+    self.layer1 = self._make_layer(width(64), layers[0], stride=1)
+    self.layer2 = self._make_layer(width(128), layers[1], stride=2)
+    self.layer3 = self._make_layer(width(256), layers[2], stride=2)
+    self.layer4 = self._make_layer(width(512), layers[3], stride=2)
     self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-    self.fc = nn.Linear(512, num_classes)
+    # torchvision has no dropout; rate 0 (the default) keeps its forward exactly.
+    self.dropout = nn.Dropout(dropout_rate)
+    self.fc = nn.Linear(width(512), num_classes)
 
   def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
     downsample = None
@@ -78,11 +93,12 @@ class VideoResNet(nn.Module):
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     x = self.stem(x)
     x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-    return self.fc(self.avgpool(x).flatten(1))
+    return self.fc(self.dropout(self.avgpool(x).flatten(1)))
 
 
-def r3d_18(num_classes: int = 400) -> VideoResNet:
-  return VideoResNet((2, 2, 2, 2), num_classes)
+def r3d_18(num_classes: int = 400, width_multiplier: float = 1.0,
+           dropout_rate: float = 0.0) -> VideoResNet:
+  return VideoResNet((2, 2, 2, 2), num_classes, width_multiplier, dropout_rate)
 
 
 # --- pytorchvideo.models (create_resnet with create_res_basic_stem / bottleneck / basic head) ---
@@ -155,11 +171,13 @@ class ResStage(nn.Module):
 class ResNetBasicHead(nn.Module):
   """AvgPool3d(kernel) -> dropout -> per-position Linear -> global average (pytorchvideo order)."""
 
-  def __init__(self, in_features: int, num_classes: int, pool_kernel_size: Sequence[int],
-               dropout_rate: float = 0.5):
+  def __init__(self, in_features: int, num_classes: int,
+               pool_kernel_size: Sequence[int] | None, dropout_rate: float = 0.5):
     super().__init__()
-    self.pool = nn.AvgPool3d(kernel_size=tuple(pool_kernel_size), stride=(1, 1, 1),
-                             padding=(0, 0, 0))
+    # None: global average pooling at any clip size (what our Flax head does).
+    self.pool = (nn.AdaptiveAvgPool3d(1) if pool_kernel_size is None else
+                 nn.AvgPool3d(kernel_size=tuple(pool_kernel_size), stride=(1, 1, 1),
+                              padding=(0, 0, 0)))
     self.dropout = nn.Dropout(dropout_rate)
     self.proj = nn.Linear(in_features, num_classes)
     self.output_pool = nn.AdaptiveAvgPool3d(1)
@@ -181,26 +199,30 @@ class Net(nn.Module):
     return x
 
 
-def slow_r50(num_classes: int = 400, head_pool_kernel_size: Sequence[int] = (8, 7, 7)) -> Net:
+def slow_r50(num_classes: int = 400, head_pool_kernel_size: Sequence[int] | None = (8, 7, 7),
+             width_multiplier: float = 1.0, dropout_rate: float = 0.5) -> Net:
   """pytorchvideo.models.hub.slow_r50 (= create_resnet(stem_conv_kernel_size=(1, 7, 7),
   head_pool_kernel_size=(8, 7, 7), model_depth=50)).
 
   The real head average-pools with a fixed (8, 7, 7) kernel, i.e. global pooling only for
   8 x 224 x 224 clips; pass the final feature-map size (T, H/32, W/32) for other clip sizes so
-  the head is global pooling, as in our Flax model.
+  the head is global pooling, as in our Flax model (or None: global pooling at any size).
   """
+  stem_width = _width(64, width_multiplier)
   stem = ResNetBasicStem(
-      conv=nn.Conv3d(3, 64, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3),
+      conv=nn.Conv3d(3, stem_width, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3),
                      bias=False),
-      norm=nn.BatchNorm3d(64, eps=1e-5, momentum=0.1), activation=nn.ReLU(),
+      norm=nn.BatchNorm3d(stem_width, eps=1e-5, momentum=0.1), activation=nn.ReLU(),
       pool=nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
   blocks = [stem]
-  dim_in, dim_out = 64, 256
+  dim_in = stem_width
   for stage, (depth, temporal_kernel) in enumerate(zip((3, 4, 6, 3), (1, 1, 3, 3))):
     spatial_stride = 1 if stage == 0 else 2
-    res_blocks = [ResBlock(dim_in if i == 0 else dim_out, dim_out // 4, dim_out, temporal_kernel,
+    dim_inner = _width(64 * 2 ** stage, width_multiplier)
+    dim_out = 4 * dim_inner
+    res_blocks = [ResBlock(dim_in if i == 0 else dim_out, dim_inner, dim_out, temporal_kernel,
                            spatial_stride if i == 0 else 1) for i in range(depth)]
     blocks.append(ResStage(nn.ModuleList(res_blocks)))
-    dim_in, dim_out = dim_out, dim_out * 2
-  blocks.append(ResNetBasicHead(dim_in, num_classes, head_pool_kernel_size))
+    dim_in = dim_out
+  blocks.append(ResNetBasicHead(dim_in, num_classes, head_pool_kernel_size, dropout_rate))
   return Net(nn.ModuleList(blocks))
