@@ -15,8 +15,9 @@ max, `compile_s`, `flops_per_step`, `achieved_tflops`, `mfu` on GPU, `peak_host_
 What differs, by design: PyTorch receives the model inputs (float clips, already cropped and
 normalised) because its data loader makes the views on the host, while our step makes them
 from the uint8 windows on the device, inside the timed step. On CPU the reference times both
-memory formats (contiguous, channels_last_3d) and keeps the faster; on GPU it uses AMP bfloat16
-(when the config's dtype is bfloat16) with channels_last_3d. `--compile` adds torch.compile.
+memory formats (contiguous, channels_last_3d) and keeps the faster; on GPU it uses
+channels_last_3d. A bfloat16 config runs under AMP (autocast to bfloat16) on either device.
+`--compile` adds torch.compile.
 Needs torch (CPU wheel: `pip install torch==2.13.0`) and ml_collections; not torchvision.
 """
 from __future__ import annotations
@@ -143,8 +144,9 @@ def time_steps(config, device, memory_format, steps: int, warmup: int, compile_m
       memory_format=memory_format).train() for n in names}
   opt = create_optimizer(models, config)
   inputs, labels = random_inputs(config, names, device, memory_format)
-  use_amp = device.type == "cuda" and config.dtype == "bfloat16"
-  autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (
+  # bfloat16 configs run under AMP (autocast) on either device; float32 ones in float32.
+  use_amp = config.dtype == "bfloat16"
+  autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else (
       contextlib.nullcontext)
 
   def step():
@@ -207,7 +209,7 @@ def main() -> None:
   tried = {}
   if chosen == "auto":  # CPU: a short trial of each, then the full run with the faster
     for name, fmt in formats.items():
-      times, _, _ = time_steps(config, device, fmt, 3, 1, False, count_flops=False)
+      times, _, _ = time_steps(config, device, fmt, 2, 1, False, count_flops=False)
       tried[name] = round(1e3 * statistics.median(times), 1)
     chosen = min(tried, key=tried.get)
   times, first_step_s, flops = time_steps(config, device, formats[chosen], args.steps,
@@ -220,7 +222,7 @@ def main() -> None:
       "what": "train_step", "framework": f"torch {torch.__version__}",
       "mode": "torch.compile" if args.compile else "eager", "memory_format": chosen,
       "trial_step_ms": tried, "threads": torch.get_num_threads(),
-      "amp_bf16": device.type == "cuda" and config.dtype == "bfloat16",
+      "amp_bf16": config.dtype == "bfloat16",
       "step_ms": round(1e3 * step_s, 2), "step_ms_min": round(1e3 * min(times), 2),
       "step_ms_max": round(1e3 * max(times), 2), "clips_per_sec": round(clips / step_s, 3),
       # Eager PyTorch compiles nothing; with --compile, the first call's time (incl. compiling).

@@ -33,3 +33,12 @@ def test_input_pipeline_benchmark_prints_one_json_line_with_the_contract_keys(tm
   assert figures["h2d_bytes_per_clip"] == 8 * 40 * 54 * 3 + 2 * 4 + 1 + 4 + 4
   # Decoding is part of the host's work, so the host can never be cheaper than the floor.
   assert figures["unlabeled_host_cpu_ms_per_clip"] > figures["decode_floor_cpu_ms_per_clip"]
+
+
+def test_gpu_script_refuses_a_machine_without_a_gpu(tmp_path):
+  """benchmarks/gpu.sh never falls back to CPU (these test machines have no GPU)."""
+  out = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, OUT_DIR=str(tmp_path)))
+  assert out.returncode != 0
+  assert "gpu.sh: JAX sees no GPU" in out.stderr, out.stderr[-2000:]
+  assert not list(tmp_path.glob("*.json"))   # nothing was timed

@@ -189,3 +189,12 @@ def test_conv_impl_auto_picks_by_backend():
   assert resnet3d.create_model("r3d_10", 3).conv_impl == "hybrid"   # tests run on CPU
   with pytest.raises(ValueError, match="sum_of_2d"):
     resnet3d.create_model("r3d_10", 3, conv_impl="winograd")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 15, 16, 4), (1, 2, 14, 13, 3)])
+def test_stem_max_pool_as_strided_maxima_equals_reduce_window(shape):
+  x = jax.random.normal(jax.random.key(0), shape)   # no ties: one gradient is right
+  want, got = (resnet3d.stem_max_pool(x, impl) for impl in ("native", "hybrid"))
+  np.testing.assert_array_equal(got, want)
+  grad = lambda impl: jax.grad(lambda x: jnp.sum(jnp.sin(resnet3d.stem_max_pool(x, impl))))(x)  # noqa: E731
+  np.testing.assert_allclose(grad("hybrid"), grad("native"), rtol=1e-6, atol=1e-7)

@@ -146,6 +146,29 @@ class Conv3D(nn.Module):
                                     dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
 
 
+def stem_max_pool(x_BxTxHxWxC: jax.Array, impl: str) -> jax.Array:
+  """Max-pool 1x3x3, stride 1x2x2, padding 1 (-inf) in H and W: pytorchvideo's stem pool.
+
+  Outside `impl='native'`, as two 3-way maxima of strided views (over W, then H). XLA:CPU
+  lowers the reduce-window's gradient (select-and-scatter) to index tensors and a scatter that
+  cost ~7% of the paper pair's CPU step (BENCHMARKS.md). Same forward; same gradient except
+  between exactly tied maxima, which split it instead of one taking all (here the pool follows a
+  ReLU, whose gradient is 0 at the zeros that tie).
+  """
+  if impl == "native":
+    return nn.max_pool(x_BxTxHxWxC, (1, 3, 3), (1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+  x = x_BxTxHxWxC
+  for axis in (3, 2):  # W, then H
+    size = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 1)
+    x = jnp.pad(x, pad, constant_values=-jnp.inf)
+    out = (size - 1) // 2 + 1
+    views = [lax.slice_in_dim(x, d, d + 2 * (out - 1) + 1, 2, axis) for d in range(3)]
+    x = jnp.maximum(jnp.maximum(views[0], views[1]), views[2])
+  return x
+
+
 class _ConvBN(nn.Module):
   """Conv3D (no bias) -> BatchNorm (-> ReLU)."""
   features: int
@@ -215,7 +238,7 @@ class ResNet3D(nn.Module):
     x = x_BxTxHxWx3.astype(self.dtype)
     x = conv_bn(self._width(arch.base_width), arch.stem_kernel, (1, 2, 2), name="stem")(x, train)
     if arch.stem_pool:
-      x = nn.max_pool(x, (1, 3, 3), (1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+      x = stem_max_pool(x, self.conv_impl)
     expansion = 4 if arch.block == "bottleneck" else 1
     for stage, depth in enumerate(arch.stage_depths):
       inner = self._width(arch.base_width * 2 ** stage)
