@@ -55,8 +55,8 @@ def replicate(tree: Any) -> Any:
 
 # XLA:CPU hands dots, reductions, elementwise ops and convolutions to its YNNPACK library by
 # default. For these 3D-ResNets its convolutions (weight gradients above all) and elementwise
-# fusions are slower than XLA's own; dots and reductions stay with the library. Measured in
-# BENCHMARKS.md ("Where the time went"); the environment's XLA_FLAGS take precedence.
+# fusions are slower than XLA's own; dots and reductions stay with the library (BENCHMARKS.md,
+# "The tuning log"). An XLA_FLAGS that sets this option itself takes precedence.
 _CPU_LIBRARY_FUSIONS = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 
