@@ -37,8 +37,9 @@ if missing:
 import jax, torch
 try:
   backend = jax.default_backend()
-except RuntimeError as e:  # JAX_PLATFORMS=cuda and no usable GPU
-  sys.exit(f"gpu.sh: JAX sees no GPU ({str(e).splitlines()[0]}); install jax[cuda12]")
+except Exception as e:  # JAX_PLATFORMS=cuda without a usable GPU: jax raises (kind varies)
+  reason = (str(e).splitlines() or [type(e).__name__])[0]
+  sys.exit(f"gpu.sh: JAX sees no GPU ({reason}); install jax[cuda12] and check nvidia-smi")
 if backend != "gpu":
   sys.exit(f"gpu.sh: JAX sees no GPU (backend {backend!r}); install jax[cuda12]")
 if not torch.cuda.is_available():
