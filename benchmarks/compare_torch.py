@@ -8,7 +8,8 @@ Each pair runs `python -m cmpl_jax.benchmark --what=train_step` (A) and
 other, so both see the same machine state; the ratio of clips/s is taken within each pair.
 Prints a line per run, then one JSON line: the median ratio (ours / PyTorch) with its min and
 max over the pairs, both sides' median clips/s, step times and the exact shapes.
-Extra arguments after `--` go to both commands (e.g. `--config.batch_size=4`).
+Extra arguments after `--` go to both commands: `--config.batch_size`, `--config.mu` and
+`--config.dtype`, the overrides the PyTorch reference takes.
 Needs torch (`pip install torch==2.13.0`, a CPU build here).
 """
 from __future__ import annotations

@@ -6,7 +6,8 @@
 
 Varies one factor at a time around the preset (the first value of each list is the base): the
 primary's frames (its stride shrinks so the window stays 64 stored frames; the auxiliary keeps
-its 32), the crop size, and the labeled clips per device (mu unlabeled clips each, x2 views).
+its 32), the crop size, and the labeled clips per step (`config.batch_size`, global: per
+device on one device; mu unlabeled clips each, x2 views).
 Each point is one run of `python -m cmpl_jax.benchmark --what=train_step` in a fresh process;
 prints a Markdown table (step ms, clips/s, GFLOP per step, achieved TFLOP/s, compile s) and
 the JSON lines. Extra arguments after `--` go to every run.
@@ -31,7 +32,8 @@ def main() -> None:
   parser.add_argument("--preset", default="paper_pair_112")
   parser.add_argument("--frames", type=_ints, default=[8, 16, 32], help="primary frames")
   parser.add_argument("--sizes", type=_ints, default=[112, 224], help="crop sizes")
-  parser.add_argument("--labeled", type=_ints, default=[1, 2], help="labeled clips per device")
+  parser.add_argument("--labeled", type=_ints, default=[1, 2],
+                      help="labeled clips per step (global config.batch_size)")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("extra", nargs="*", help="after --: passed to every run")
   args = parser.parse_args()
@@ -57,7 +59,7 @@ def main() -> None:
     figures = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
     print(json.dumps(figures), file=sys.stderr, flush=True)
     rows.append((point, figures))
-  print("| frames F | size | labeled/device | clips/step | step ms (min-max) | clips/s | "
+  print("| frames F | size | labeled | clips/step | step ms (min-max) | clips/s | "
         "GFLOP/step | TFLOP/s | compile s |")
   print("|---|---|---|---|---|---|---|---|---|")
   for point, f in rows:
