@@ -75,7 +75,9 @@ def pmap(fun, **pmap_kwargs):
   """
   mapped = jax.pmap(fun, **pmap_kwargs)
   options = compiler_options()
-  if options is None:
+  # Several processes: the ahead-of-time executable expects global shapes while each process
+  # passes its local ones, so those runs keep XLA's defaults (README, "Models").
+  if options is None or jax.process_count() > 1:
     return mapped
   executables = {}
 
