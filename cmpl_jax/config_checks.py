@@ -107,6 +107,9 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       if not config.lambda_u >= 0:
         problems.append(f"config.lambda_u={config.lambda_u!r}: must be >= 0")
       _positive_int(problems, "config.mu", config.mu)
+      if not isinstance(config.get("teacher_dropout", False), bool):
+        problems.append(f"config.teacher_dropout={config.teacher_dropout!r}: must be True or "
+                        "False")
     if not config.data.get("labeled_list"):
       percent = config.data.labeled_percent
       if not (isinstance(percent, (int, float)) and 0 < percent <= 100):

@@ -3,7 +3,8 @@
 This is the one module that ties the TF input pipeline (cmpl_jax/data) to the pure JAX step
 (train.py); everything it writes lands in the workdir:
   checkpoints/ (Orbax), TensorBoard event files, config.json, data_info.json (classes and frame
-  rate, for predict.py), labeled_ids.txt, eval_results.json, confusion_<split>.json.
+  rate, for predict.py), labeled_ids.txt, eval_results.json, confusion_<split>.json, and the
+  per-class diagnostics (diagnostics.py): diagnostics.json and figures/*.png.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from cmpl_jax import checkpointing, config_checks, evaluate, pretrained, train
+from cmpl_jax import checkpointing, config_checks, diagnostics, evaluate, pretrained, train
 from cmpl_jax import workdir as workdir_lib
 from cmpl_jax.data import demo_data, pipeline, splits
 from cmpl_jax.models import resnet3d
@@ -207,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   accumulator = _MetricAccumulator()
+  per_class = diagnostics.PerClassSums(start_step + 1)
   step_rng = jax.random.fold_in(rng, 1)
   results: dict[str, Any] = {}
   scalars: dict[str, float] = {}
@@ -217,6 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
       for step in range(start_step + 1, config.num_train_steps + 1):
         replicated, metrics = p_train_step(replicated, next(device_batches), step_rng)
+        per_class.add(diagnostics.split_per_class(metrics))
         accumulator.add(step, metrics)
         last = step == config.num_train_steps
         preempted = stop.agreed(step, config.log_every_steps)
@@ -245,7 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           results, confusion = run_evaluation(config, models, replicated.params,
                                               replicated.batch_stats, classes, step)
           writer.write_scalars(step, evaluate.scalar_summary(results))
+          interval = per_class.take(step)
           if jax.process_index() == 0:
+            diagnostics.record(workdir, writer, step, results, interval, classes)
             evaluate.write_results(workdir, results, confusion)
           _console(_eval_line(results))
     finally:

@@ -13,10 +13,21 @@ unlabeled clips. Each unlabeled clip has a weakly and a strongly augmented view.
 
 Metrics are `(total, count)` pairs so that sums over devices and steps stay exact (a ratio of
 sums, not a mean of ratios): the train step `psum`s both and the host divides at log time.
-Per model M the names are `M/sup_loss`, `M/sup_top1`, `M/unsup_loss` (M as student),
-`M/mask_rate`, `M/pseudo_label_acc` (M as teacher: how many of its weak-view predictions clear
-tau, and how many of those are right by the hidden true label); `agreement` is the fraction of
-unlabeled clips where F and A predict the same class on their weak views.
+Per model M the names are
+  `M/sup_loss`, `M/sup_top1`;
+  as student: `M/unsup_loss`, `M/received_rate` (share of M's unlabeled clips that got a
+    pseudo-label from M's teacher: the sibling in CMPL, M itself in FixMatch);
+  as teacher: `M/mask_rate` (share of its weak-view predictions that clear tau) and
+    `M/pseudo_label_acc` (how many of those are right by the hidden true label), and per class
+    (vectors of K, under `per_class/`): `per_class/M/precision` (of the confident clips M labels
+    k, the share whose true class is k) and `per_class/M/coverage` (of the unlabeled clips of
+    true class k, the share M labels confidently and correctly).
+CMPL also reports `agreement` (share of unlabeled clips where F and A predict the same class on
+their weak views) and `complementarity/{only_primary,only_auxiliary,both,neither}`: the share of
+unlabeled clips with a hidden label where only F, only A, both or neither is confident-and-right.
+Everything that needs the hidden label counts only clips that have one (label -1: a pool without
+labels), so over a pool without labels its count is 0 and the host reports it absent, not 0.
+K is the number of classes.
 """
 from __future__ import annotations
 
@@ -75,15 +86,38 @@ def _supervised_terms(name: str, logits: Logits, labels_B: jax.Array):
   return loss, {f"{name}/sup_loss": _scalar_metric(loss), f"{name}/sup_top1": _mean_metric(top1_B)}
 
 
-def _teacher_metrics(name: str, targets: PseudoLabels, true_labels_B: jax.Array):
-  """Mask rate over every unlabeled clip; pseudo-label accuracy over the confident clips whose
-  hidden label is known (label -1: a pool without labels), so it is a ratio over nothing, and
-  reported as absent, when no such clip exists."""
-  correct_B = (targets.labels_B == true_labels_B).astype(jnp.float32)
-  known_mask_B = targets.mask_B * (true_labels_B >= 0)
+def confident_and_right(targets: PseudoLabels, true_labels_B: jax.Array) -> jax.Array:
+  """float 1.0 where the teacher is confident and its pseudo-label is the hidden true label."""
+  return targets.mask_B * (targets.labels_B == true_labels_B)
+
+
+def _teacher_metrics(name: str, targets: PseudoLabels, true_labels_B: jax.Array,
+                     num_classes: int):
+  """Mask rate over every unlabeled clip; the rest over the clips whose hidden label is known
+  (see the module docstring)."""
+  known_B = (true_labels_B >= 0).astype(jnp.float32)
+  right_B = confident_and_right(targets, true_labels_B)
+  known_mask_B = targets.mask_B * known_B
+  # one_hot of -1 is all zeros: clips without a hidden label drop out of the class counts.
+  true_BxK = jax.nn.one_hot(true_labels_B, num_classes)
+  predicted_BxK = jax.nn.one_hot(targets.labels_B, num_classes) * known_mask_B[:, None]
   return {f"{name}/mask_rate": _mean_metric(targets.mask_B),
-          f"{name}/pseudo_label_acc": (jnp.sum(correct_B * known_mask_B),
-                                       jnp.sum(known_mask_B))}
+          f"{name}/pseudo_label_acc": (jnp.sum(right_B), jnp.sum(known_mask_B)),
+          f"per_class/{name}/precision": (jnp.sum(predicted_BxK * right_B[:, None], axis=0),
+                                          jnp.sum(predicted_BxK, axis=0)),
+          f"per_class/{name}/coverage": (jnp.sum(true_BxK * right_B[:, None], axis=0),
+                                         jnp.sum(true_BxK, axis=0))}
+
+
+def _complementarity(from_f: PseudoLabels, from_a: PseudoLabels, true_labels_B: jax.Array):
+  """Which of the two teachers is confident-and-right on each clip with a hidden label."""
+  known_B = (true_labels_B >= 0).astype(jnp.float32)
+  f_B, a_B = confident_and_right(from_f, true_labels_B), confident_and_right(from_a,
+                                                                            true_labels_B)
+  count = jnp.sum(known_B)
+  shares = {"only_primary": f_B * (1 - a_B), "only_auxiliary": (1 - f_B) * a_B,
+            "both": f_B * a_B, "neither": known_B * (1 - f_B) * (1 - a_B)}
+  return {f"complementarity/{k}": (jnp.sum(v * known_B), count) for k, v in shares.items()}
 
 
 def supervised(logits: dict[str, Logits], labels_B: jax.Array, **unused):
@@ -106,7 +140,9 @@ def fixmatch(logits: dict[str, Logits], labels_B: jax.Array, unlabeled_labels_B:
   targets = pseudo_labels(primary.weak_BxK, tau)
   unsup = unsupervised_loss(primary.strong_BxK, targets)
   total = sup + lambda_u * unsup
-  metrics.update(_teacher_metrics("primary", targets, unlabeled_labels_B))
+  metrics.update(_teacher_metrics("primary", targets, unlabeled_labels_B,
+                                  primary.weak_BxK.shape[-1]))
+  metrics["primary/received_rate"] = _mean_metric(targets.mask_B)
   metrics["primary/unsup_loss"] = _scalar_metric(unsup)
   metrics["loss"] = _scalar_metric(total)
   return total, metrics
@@ -124,11 +160,15 @@ def cmpl(logits: dict[str, Logits], labels_B: jax.Array, unlabeled_labels_B: jax
   unsup_f = unsupervised_loss(primary.strong_BxK, from_a)
   unsup_a = unsupervised_loss(auxiliary.strong_BxK, from_f)
   total = (sup_f + sup_a) + lambda_u * (unsup_f + unsup_a)
-  metrics.update(_teacher_metrics("primary", from_f, unlabeled_labels_B))
-  metrics.update(_teacher_metrics("auxiliary", from_a, unlabeled_labels_B))
+  num_classes = primary.weak_BxK.shape[-1]
+  metrics.update(_teacher_metrics("primary", from_f, unlabeled_labels_B, num_classes))
+  metrics.update(_teacher_metrics("auxiliary", from_a, unlabeled_labels_B, num_classes))
   metrics["primary/unsup_loss"] = _scalar_metric(unsup_f)
   metrics["auxiliary/unsup_loss"] = _scalar_metric(unsup_a)
+  metrics["primary/received_rate"] = _mean_metric(from_a.mask_B)
+  metrics["auxiliary/received_rate"] = _mean_metric(from_f.mask_B)
   metrics["agreement"] = _mean_metric(from_f.labels_B == from_a.labels_B)
+  metrics.update(_complementarity(from_f, from_a, unlabeled_labels_B))
   metrics["loss"] = _scalar_metric(total)
   return total, metrics
 

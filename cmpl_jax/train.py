@@ -172,8 +172,9 @@ def create_train_state(config: ml_collections.ConfigDict, models: Mapping[str, A
                     opt_state=tx.init(params))
 
 
-# Salt of the view keys: views must not share draws with dropout (which folds other numbers).
+# Salts of the view and dropout keys: the two must not share draws.
 _VIEWS_SALT = 0x76696577
+_DROPOUT_SALT = 0x64726f70
 
 
 def stream_inputs(part: Mapping[str, Any], key: jax.Array, config: ml_collections.ConfigDict,
@@ -206,10 +207,31 @@ def model_inputs(batch: Mapping[str, Any], key: jax.Array, config: ml_collection
   return inputs
 
 
-def _forward_parts(batch: Mapping[str, Any], name: str, use_unlabeled: bool) -> list[jax.Array]:
-  parts = [batch["labeled"][name]]
-  if use_unlabeled:
-    parts += [batch["unlabeled"]["weak"][name], batch["unlabeled"]["strong"][name]]
+class _Part(NamedTuple):
+  """One kind of a model's input in a step: clips, a dropout key per clip, and whether dropout
+  applies (False for a teacher pass without dropout: `config.teacher_dropout`)."""
+  clips: jax.Array
+  dropout_keys_B: jax.Array
+  dropout_B: jax.Array
+
+
+def _forward_parts(raw_batch: Mapping[str, Any], batch: Mapping[str, Any], model_index: int,
+                   name: str, key: jax.Array, config: ml_collections.ConfigDict) -> list[_Part]:
+  """[labeled] or [labeled, weak, strong] clips of one model. Each clip's dropout key comes
+  from (key, stream, its position in the stream, kind, model): the same clip gets the same mask
+  on any number of devices or processes."""
+  kinds = [("labeled", sampling.LABELED_STREAM, batch["labeled"][name], True)]
+  if methods.uses_unlabeled(config.method):
+    unlabeled = batch["unlabeled"]
+    kinds += [("weak", sampling.UNLABELED_STREAM, unlabeled["weak"][name],
+               bool(config.get("teacher_dropout", False))),
+              ("strong", sampling.UNLABELED_STREAM, unlabeled["strong"][name], True)]
+  parts = []
+  for k, (kind, stream, clips, dropout) in enumerate(kinds):
+    stream_part = raw_batch["labeled" if kind == "labeled" else "unlabeled"]
+    keys_B = views.clip_keys(key, stream, stream_part["position"])
+    keys_B = jax.vmap(lambda x, k=k: jax.random.fold_in(x, 3 * model_index + k))(keys_B)
+    parts.append(_Part(clips, keys_B, jnp.full((clips.shape[0],), dropout)))
   return parts
 
 
@@ -227,25 +249,25 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
   """
   use_unlabeled = methods.uses_unlabeled(config.method)
   dtype = compute_dtype(config)
-  batch = model_inputs(batch, jax.random.fold_in(rng, _VIEWS_SALT), config)
-  # Different dropout masks per device and per step.
-  rng = jax.random.fold_in(jax.random.fold_in(rng, lax.axis_index(axis_name)), state.step)
+  raw_batch = batch
+  batch = model_inputs(raw_batch, jax.random.fold_in(rng, _VIEWS_SALT), config)
+  dropout_key = jax.random.fold_in(rng, _DROPOUT_SALT)
 
   def loss_fn(params):
     logits, new_batch_stats = {}, {}
     for i, (name, model) in enumerate(models.items()):
-      def forward(clips_uint8, k, model=model, name=name, i=i):
+      def forward(part, model=model, name=name):
         return model.apply({"params": params[name], "batch_stats": state.batch_stats[name]},
-                           resnet3d.normalize(clips_uint8, dtype), train=True,
-                           mutable=["batch_stats"],
-                           rngs={"dropout": jax.random.fold_in(rng, 3 * i + k)})
-      parts = _forward_parts(batch, name, use_unlabeled)
+                           resnet3d.normalize(part.clips, dtype), train=True,
+                           dropout_keys_B=part.dropout_keys_B, dropout_B=part.dropout_B,
+                           mutable=["batch_stats"])
+      parts = _forward_parts(raw_batch, batch, i, name, dropout_key, config)
       if config.bn_batches == "joint":
-        out_BxK, mutated = forward(jnp.concatenate(parts, axis=0), 0)
-        sizes = [p.shape[0] for p in parts]
+        out_BxK, mutated = forward(_Part(*(jnp.concatenate(x, axis=0) for x in zip(*parts))))
+        sizes = [p.clips.shape[0] for p in parts]
         outs = jnp.split(out_BxK, [sum(sizes[:k]) for k in range(1, len(sizes))])
       else:  # 'separate': running statistics follow the labeled clips alone
-        results = [forward(part, k) for k, part in enumerate(parts)]
+        results = [forward(part) for part in parts]
         outs, mutated = [out for out, _ in results], results[0][1]
       logits[name] = ssl.Logits(*outs)
       new_batch_stats[name] = mutated["batch_stats"]

@@ -5,8 +5,10 @@
                    like the training data)
   labeled_ids.txt  the labeled subset actually used (written by cmpl_jax/data/splits.py)
   eval_results.json, confusion_<split>.json   written by evaluate.py
-  events.out.tfevents.*   TensorBoard scalars written by clu (`read_scalars` reads them back,
-                   e.g. to plot curves in a notebook)
+  diagnostics.json, figures/*.png   per-class pseudo-label and test numbers, their figures
+                   (diagnostics.py)
+  events.out.tfevents.*   TensorBoard scalars and figures written by clu (`read_scalars` and
+                   `read_images` read them back, e.g. to plot curves in a notebook)
 All JSON files are written atomically (cmpl_jax/fileio.py): a crash never leaves a truncated
 one. A workdir may be local or on gs://.
 """
@@ -45,25 +47,49 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   return config, json.loads(paths[1].read_text())
 
 
-def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{tag: (steps, values)} of every scalar in the workdir's TensorBoard event files.
+def _tensor_events(workdir: str):
+  """(tag, TensorBoard plugin name, event) of every tensor event in the workdir's event files.
 
   clu writes summaries as TF2 tensor events, so they are read as tensors, not legacy scalars.
   """
   from tensorboard.backend.event_processing import event_accumulator  # heavy; only when asked
-  from tensorboard.util import tensor_util
-  series: dict[str, list[tuple[int, float]]] = {}
   for name in sorted(os.listdir(workdir)):
     if not name.startswith("events.out.tfevents"):
       continue
-    events = event_accumulator.EventAccumulator(os.path.join(workdir, name),
-                                                size_guidance={event_accumulator.TENSORS: 0})
+    events = event_accumulator.EventAccumulator(
+        os.path.join(workdir, name), size_guidance={event_accumulator.TENSORS: 0})
     events.Reload()
     for tag in events.Tags()["tensors"]:
-      series.setdefault(tag, []).extend(
-          (e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag))
+      plugin = events.SummaryMetadata(tag).plugin_data.plugin_name
+      for event in events.Tensors(tag):
+        yield tag, plugin, event
+
+
+def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{tag: (steps, values)} of every scalar in the workdir's TensorBoard event files."""
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  series: dict[str, list[tuple[int, float]]] = {}
+  for tag, plugin, event in _tensor_events(workdir):
+    if plugin == "scalars":
+      series.setdefault(tag, []).append(
+          (event.step, float(tensor_util.make_ndarray(event.tensor_proto))))
   out = {}
   for tag, points in series.items():
     points.sort()
     out[tag] = (np.array([s for s, _ in points]), np.array([v for _, v in points]))
   return out
+
+
+def read_images(workdir: str) -> dict[str, list[tuple[int, np.ndarray]]]:
+  """{tag: [(step, uint8 [H, W, 3]), ...]} of the images in the workdir's event files (the
+  per-class figures of diagnostics.py)."""
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  out: dict[str, list[tuple[int, np.ndarray]]] = {}
+  for tag, plugin, event in _tensor_events(workdir):
+    if plugin == "images":   # [width, height, encoded image, ...] as strings
+      encoded = tensor_util.make_ndarray(event.tensor_proto)[2]
+      out.setdefault(tag, []).append(
+          (event.step, np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))))
+  return {tag: sorted(v, key=lambda x: x[0]) for tag, v in out.items()}

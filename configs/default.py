@@ -83,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.mu = 7               # unlabeled clips per labeled clip. ASSUMPTION: FixMatch's mu=7.
   config.tau = 0.95           # pseudo-label confidence threshold. ASSUMPTION: FixMatch's 0.95.
   config.lambda_u = 1.0       # weight of the unlabeled losses. ASSUMPTION: FixMatch's 1.
+  # Dropout on the teacher's weak-view pass. Off: pseudo-labels and the tau mask come from the
+  # model's own prediction rather than a dropout-perturbed one (BatchNorm still in training
+  # mode). ASSUMPTION; measured on the demo in README, "The demo".
+  config.teacher_dropout = False
   # BatchNorm batches of a step: 'joint' (labeled + weak + strong in one forward pass, as
   # FixMatch) or 'separate' (one pass each; running statistics from the labeled clips).
   # ASSUMPTION: joint, as FixMatch. On the CPU demo 'separate' trained the primary much better

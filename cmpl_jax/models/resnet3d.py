@@ -231,7 +231,13 @@ class ResNet3D(nn.Module):
     return max(1, int(round(channels * self.width_multiplier)))
 
   @nn.compact
-  def __call__(self, x_BxTxHxWx3: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x_BxTxHxWx3: jax.Array, train: bool = False,
+               dropout_keys_B: jax.Array | None = None,
+               dropout_B: jax.Array | None = None) -> jax.Array:
+    """Logits [B, K]. In training, dropout before the head draws from the 'dropout' rng
+    collection, or, given `dropout_keys_B`, one mask per clip from its own key (so a clip's
+    mask does not depend on the device it runs on or its neighbours); `dropout_B` (bool) turns
+    it off for the clips where it is False."""
     arch = self.architecture
     conv_bn = functools.partial(_ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                                 conv_impl=self.conv_impl)
@@ -248,10 +254,23 @@ class ResNet3D(nn.Module):
         x = _Block(arch.block, inner, inner * expansion, arch.temporal_kernels[stage],
                    (temporal, spatial, spatial), conv_bn, name=f"res{stage + 2}_{i}")(x, train)
     x_BxC = jnp.mean(x, axis=(1, 2, 3))
-    x_BxC = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxC)
+    if dropout_keys_B is None:
+      if dropout_B is not None:
+        raise ValueError("dropout_B needs dropout_keys_B (one key per clip)")
+      x_BxC = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxC)
+    elif train and self.dropout_rate > 0:
+      x_BxC = _keyed_dropout(x_BxC, self.dropout_rate, dropout_keys_B, dropout_B)
     logits_BxK = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
                           kernel_init=nn.initializers.normal(0.01))(x_BxC)
     return logits_BxK.astype(jnp.float32)
+
+
+def _keyed_dropout(x_BxC: jax.Array, rate: float, keys_B: jax.Array,
+                   apply_B: jax.Array | None) -> jax.Array:
+  """Inverted dropout with one mask per row from `keys_B`, skipped where `apply_B` is False."""
+  keep_BxC = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - rate, x_BxC.shape[1:]))(keys_B)
+  dropped_BxC = jnp.where(keep_BxC, x_BxC / (1.0 - rate), 0).astype(x_BxC.dtype)
+  return dropped_BxC if apply_B is None else jnp.where(apply_B[:, None], dropped_BxC, x_BxC)
 
 
 def create_model(name: str, num_classes: int, *, width_multiplier: float = 1.0,
