@@ -25,6 +25,7 @@ setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "pillow>=10.0",
+        "matplotlib>=3.8",   # the per-class figures of cmpl_jax/diagnostics.py
     ],
     extras_require={
         # Notebook tools: the test suite executes colab/*.ipynb in smoke mode.

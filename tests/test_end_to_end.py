@@ -88,6 +88,18 @@ def test_each_method_trains_checkpoints_logs_and_evaluates(dataset, tmp_path, me
     assert "train/primary/mask_rate" in scalars and "train/primary/pseudo_label_acc" in scalars
   if method == "cmpl":
     assert "train/auxiliary/unsup_loss" in scalars and "train/agreement" in scalars
+    assert "train/complementarity/only_auxiliary" in scalars
+    assert "train/auxiliary/received_rate" in scalars
+  # The per-class figures, as PNGs and TensorBoard images, and the per-class numbers.
+  figures = os.listdir(os.path.join(workdir, "figures"))
+  images = workdir_lib.read_images(workdir)
+  assert "per_class_accuracy_0000004.png" in figures
+  assert [s for s, _ in images["diagnostics/per_class_accuracy"]] == [4]
+  teaching = method != "supervised"
+  assert ("pseudo_labels_0000004.png" in figures) == teaching
+  assert ("pseudo_labels" in on_disk) == teaching
+  if teaching:
+    assert set(on_disk["pseudo_labels"]["primary"]["coverage"]) == set(synthetic.class_names(3))
 
   with open(os.path.join(workdir, "labeled_ids.txt")) as f:
     labeled = f.read().split()
