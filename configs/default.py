@@ -124,7 +124,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str) -> ml_collections
   """Applies a `METHOD_PCTpct[,tpu|,gpu]` variant string, e.g. 'cmpl_1pct' or 'fixmatch_10pct,tpu'.
 
   FixMatch and supervised-only baselines train the primary model alone (auxiliary name '');
-  `tpu`/`gpu` switch to bfloat16 compute with global batches sized for 8 accelerators.
+  `tpu`/`gpu` switch to bfloat16 compute and nothing else: the global batch stays the config's,
+  split over however many devices run it.
   """
   head, _, hardware = arg.partition(",")
   method, _, percent = head.rpartition("_")

@@ -10,8 +10,9 @@ e.g. `configs/ucf101.py:fixmatch_10pct,gpu`. Paper (arXiv 2112.09690) top-1: CMP
 79.1 (10%, reported by later papers); FixMatch 14.8 / 49.8. Training from scratch, RGB only.
 
 ASSUMPTIONS (the paper's body is not available here): batch sizes, steps and learning rate
-below are ours, sized so that one run covers ~200 epochs of the unlabeled train split (9,537
-videos) on 8 accelerators; tau/lambda/mu are FixMatch's; frame rates 8x8 (F) and 32x2 (A).
+below are ours: 56 unlabeled clips per step over the unlabeled train split (9,537 videos) make
+35k steps ~205 epochs at 1% and 50k steps ~295 epochs at 10%; tau/lambda/mu are FixMatch's;
+frame rates 8x8 (F) and 32x2 (A).
 """
 from configs import default
 
@@ -24,7 +25,7 @@ def get_config(arg: str = "cmpl_1pct"):
   config.mu = 7
   config.optim.learning_rate = 0.1
   config.optim.warmup_steps = 2_000
-  config.num_train_steps = 35_000   # ~200 unlabeled epochs at 56 unlabeled clips per step
+  config.num_train_steps = 35_000   # ~205 unlabeled epochs at 56 unlabeled clips per step
   config.eval_every_steps = 5_000
   config.checkpoint_every_steps = 1_000
   config.eval.num_clips = 10
@@ -32,5 +33,5 @@ def get_config(arg: str = "cmpl_1pct"):
   config.eval.batch_size = 8
   default.apply_variant(config, arg)
   if config.data.labeled_percent >= 10:
-    config.num_train_steps = 50_000
+    config.num_train_steps = 50_000   # ~295 unlabeled epochs
   return config
