@@ -2,6 +2,8 @@
 comparison tables: each against counts made by hand."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -206,3 +208,24 @@ def test_comparison_arguments_are_checked():
     compare.planned_runs(["cmpl"], ["150"], 1)
   assert compare._forwarded_overrides(  # pylint: disable=protected-access
       ["--seeds=2", "--config.a=1", "--config.b", "x y"]) == ["--config.a=1", "--config.b=x y"]
+
+
+def test_compare_collect_command_tabulates_without_training(tmp_path):
+  """The CLI as a user runs it: flags, config file and its overrides, then --collect."""
+  _fake_run(str(tmp_path), compare.Run("supervised", "50", 0), 0.25, steps=6)
+  _fake_run(str(tmp_path), compare.Run("cmpl", "50", 0), 0.75, steps=6)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, "-m", "cmpl_jax.compare", "--config=configs/demo.py:cmpl,smoke",
+       "--methods=supervised,cmpl", "--label_percents=50", "--seeds=1", "--collect",
+       f"--workdir={tmp_path}", "--config.num_train_steps=6"],
+      cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
+  assert "2 of 2 runs finished" in out and "| CMPL | 75.0 (n=1) |" in out
+  assert "6 steps; 4 labeled clips per step" in (tmp_path / compare.RESULTS_MD).read_text()
+  # A finished run is one at num_train_steps: asked for 8 steps, neither counts.
+  out = subprocess.run(
+      [sys.executable, "-m", "cmpl_jax.compare", "--config=configs/demo.py:cmpl,smoke",
+       "--methods=supervised,cmpl", "--label_percents=50", "--seeds=1", "--collect",
+       f"--workdir={tmp_path}", "--config.num_train_steps=8"],
+      cwd=repo, capture_output=True, text=True, timeout=300, check=True).stdout
+  assert "0 of 2 runs finished" in out
