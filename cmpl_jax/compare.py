@@ -248,8 +248,8 @@ def _markdown(summary, rows, missing, runs, budget) -> str:
         lines.append(f"| {name} | " + " | ".join(_cell(summary.get(key, {}).get(p))
                                                for p in percents) + " |")
   lines += ["", "Primary model unless stated. Every method: " + "; ".join(budget) + ". "
-            "FixMatch and CMPL also read unlabeled clips (mu per labeled clip, weak + strong "
-            "view each); CMPL also trains the auxiliary model on them.", "",
+            "FixMatch and CMPL also read unlabeled clips (weak + strong view each); CMPL also "
+            "trains the auxiliary model.", "",
             "| run | primary | auxiliary | average |", "|---|---|---|---|"]
   pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
   for row in rows:
@@ -293,7 +293,9 @@ def main(argv):
   steps = int(config.num_train_steps)
   budget = [f"{steps} steps", f"{config.batch_size} labeled clips per step",
             f"lr {config.optim.learning_rate} with {config.optim.warmup_steps} warm-up steps, "
-            "cosine decay", f"primary {config.model.primary.name} x{config.model.primary.width_multiplier:g}"]
+            "cosine decay",
+            f"primary {config.model.primary.name} x{config.model.primary.width_multiplier:g}",
+            f"{config.mu} unlabeled clips per labeled clip, tau {config.tau} (FixMatch, CMPL)"]
   if not FLAGS.collect:
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR",
