@@ -99,20 +99,46 @@ def test_supervised_matches_numpy_for_one_and_two_models():
   assert "primary/mask_rate" not in metrics
 
 
-def test_teacher_side_is_stop_gradient():
+def _np_pseudo_ce_grad(student_strong, teacher_weak, tau):
+  """d/d(student strong logits) of sum_i mask_i * CE(argmax p_i, student_i): the pseudo-label
+  is a constant, so each confident row gets softmax - onehot, every other row exactly 0."""
+  _, mask, pl = _np_unsup(student_strong, teacher_weak, tau)
+  onehot = np.eye(K)[pl]
+  return mask[:, None] * (_np_softmax(student_strong) - onehot), mask
+
+
+@pytest.mark.parametrize("method", ["cmpl", "fixmatch"])
+@pytest.mark.parametrize("tau", [0.0, 0.6])
+def test_no_gradient_reaches_teacher_weak_logits(method, tau):
+  """jax.grad of the whole objective w.r.t. every logit: exactly 0 on every weak (teacher) view,
+  and on each strong (student) view exactly lambda / B_u times the pseudo-label CE gradient
+  (0 on masked-out clips); labeled views get the supervised CE gradient.
+
+  With hard thresholded pseudo-labels the stop_gradient in ssl.pseudo_labels is redundant
+  (argmax and `>= tau` already have zero derivative), so this is the property it exists for:
+  it fails as soon as targets become differentiable without it (soft probability targets, a
+  confidence-weighted mask), which would train each teacher towards its student's view.
+  """
+  models = ("primary", "auxiliary") if method == "cmpl" else ("primary",)
   logits, labels, ulabels = _random_case(3)
-  jl = _jax_logits(logits, ("primary", "auxiliary"))
-
-  def loss_wrt_weak(weak_f):
-    jl2 = dict(jl, primary=jl["primary"]._replace(weak_BxK=weak_f))
-    return ssl.cmpl(jl2, jnp.asarray(labels), jnp.asarray(ulabels), tau=0.0, lambda_u=1.0)[0]
-
-  def loss_wrt_strong(strong_f):
-    jl2 = dict(jl, primary=jl["primary"]._replace(strong_BxK=strong_f))
-    return ssl.cmpl(jl2, jnp.asarray(labels), jnp.asarray(ulabels), tau=0.0, lambda_u=1.0)[0]
-
-  assert float(jnp.abs(jax.grad(loss_wrt_weak)(jl["primary"].weak_BxK)).max()) == 0.0
-  assert float(jnp.abs(jax.grad(loss_wrt_strong)(jl["primary"].strong_BxK)).max()) > 0.0
+  lambda_u = 0.7
+  objective = ssl.OBJECTIVES[method]
+  grads = jax.grad(lambda jl: objective(jl, jnp.asarray(labels), jnp.asarray(ulabels), tau=tau,
+                                        lambda_u=lambda_u)[0])(_jax_logits(logits, models))
+  # cmpl: each model is taught by its sibling; fixmatch: the primary teaches itself.
+  teacher = {"primary": "auxiliary", "auxiliary": "primary"} if method == "cmpl" else {
+      "primary": "primary"}
+  for m in models:
+    assert float(jnp.abs(grads[m].weak_BxK).max()) == 0.0, m
+    expected, mask = _np_pseudo_ce_grad(logits[m]["strong"], logits[teacher[m]]["weak"], tau)
+    np.testing.assert_allclose(grads[m].strong_BxK, lambda_u / B_U * expected, rtol=1e-4,
+                               atol=1e-7, err_msg=m)
+    assert np.all(np.asarray(grads[m].strong_BxK)[mask == 0] == 0.0), m
+    assert np.abs(expected).max() > 0.01  # the student side does learn
+    if tau == 0.6:
+      assert 0 < mask.sum() < B_U  # a mix of confident and masked-out clips
+    sup = (_np_softmax(logits[m]["labeled"]) - np.eye(K)[labels]) / B_L
+    np.testing.assert_allclose(grads[m].labeled_BxK, sup, rtol=1e-4, atol=1e-7, err_msg=m)
 
 
 def test_models_trained_per_method():

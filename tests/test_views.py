@@ -159,20 +159,50 @@ def test_clip_statistics_are_per_clip_not_per_frame(name):
   assert np.abs(out - per_frame).mean() > 2.0
 
 
-def test_identical_frames_stay_identical_through_every_view():
-  frame = smooth_frames(1, 40, 48, seed=5)
-  canvas = on_canvas(np.repeat(frame, 4, axis=0), (40, 56))
+def test_one_draw_per_clip_applied_to_every_frame_with_clip_statistics():
+  """Frames that differ: one image shifted into its own brightness band per frame. A weak view
+  crops and flips every frame alike (resampling is linear: frame t stays frame 0 + 80 t); a
+  strong view is its crop, then each drawn op on the WHOLE clip (apply_op on [T, S, S, 3]), then
+  one Cutout square. The clips that drew autocontrast, equalize or contrast must differ from the
+  same ops run frame by frame: with identical frames the two agree, so per-frame statistics
+  would pass unseen there."""
+  num_frames, num_clips = 3, 16
+  bands = np.arange(num_frames)[:, None, None, None] * 80   # frame t in [80 t, 80 t + 93]
+  frames = (np.repeat(smooth_frames(1, 24, 24, seed=5) // 8 * 3, num_frames, 0) + bands
+            ).astype(np.uint8)
   cfg = views.ViewConfig(crop_size=24, min_area=0.25, num_layers=2, magnitude=10,
                          cutout_size=12)
-  keys = jax.random.split(jax.random.key(3), 16)
-  batch = np.repeat(canvas[None], 16, axis=0)
-  size = np.tile([40, 48], (16, 1))
-  flags = np.zeros(16, bool)
-  for make in (views.weak_views, views.strong_views):
-    out = np.asarray(jax.jit(make, static_argnums=4)(keys, batch, size, flags, cfg))
-    assert out.shape == (16, 4, 24, 24, 3)
-    assert np.all(out == out[:, :1])
-    assert len({o.tobytes() for o in out}) == 16  # every clip drew its own view
+  keys = jax.random.split(jax.random.key(3), num_clips)
+  size, flags = np.tile([24, 24], (num_clips, 1)), np.zeros(num_clips, bool)
+  batch = np.repeat(on_canvas(frames, (24, 32))[None], num_clips, axis=0)
+  weak = np.asarray(jax.jit(views.weak_views, static_argnums=4)(keys, batch, size, flags, cfg))
+  # Up to the .5 ties of rounding (the shift moves the float error of the weights).
+  assert_close_pixels(weak - weak[:, :1], np.broadcast_to(bands, weak.shape), max_off=0.01)
+  assert len({o.tobytes() for o in weak}) == num_clips  # every clip drew its own crop
+  # Strong views of whole-frame crops (area 1 at S = the frame size: resampling is exact), so
+  # what is compared below is the ops alone, not float ties of the bilinear resize.
+  cfg = cfg._replace(min_area=1.0)
+  strong = np.asarray(jax.jit(views.strong_views, static_argnums=4)(keys, batch, size, flags,
+                                                                    cfg))
+  assert strong.shape == (num_clips, num_frames, 24, 24, 3)
+  assert len({o.tobytes() for o in strong}) == num_clips  # every clip drew its own view
+  level = jnp.float32(cfg.magnitude / randaugment.MAX_MAGNITUDE)
+  clip_stats = {randaugment.OP_NAMES.index(n) for n in ("autocontrast", "equalize", "contrast")}
+  checked = 0
+  for b in range(num_clips):
+    d = views.strong_draws(keys[b], jnp.asarray(size[b]), cfg)
+    per_clip = np.where(np.asarray(d["flip"]), frames[:, :, ::-1], frames).astype(np.float32)
+    per_frame = per_clip
+    for op, sign in zip(d["ops"], d["signs"]):
+      per_clip = APPLY_OP(per_clip, op, level, sign)
+      per_frame = jnp.concatenate([APPLY_OP(f[None], op, level, sign) for f in per_frame])
+    per_clip, per_frame = (np.asarray(views.cutout(x, d["centre"], cfg.cutout_size))
+                           for x in (per_clip, per_frame))
+    assert_close_pixels(strong[b], per_clip, max_off=0.002)
+    if set(np.asarray(d["ops"]).tolist()) & clip_stats:
+      assert np.abs(strong[b] - per_frame).mean() > 2.0, b
+      checked += 1
+  assert checked >= 4, checked  # enough clips drew a clip-statistics op
 
 
 def test_a_clips_views_follow_it_wherever_it_sits_in_the_batch():
