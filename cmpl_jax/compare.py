@@ -36,7 +36,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from cmpl_jax import diagnostics, evaluate, fileio, methods
+from cmpl_jax import console, diagnostics, evaluate, fileio, methods
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Base config file (its default argument), "
@@ -139,12 +139,6 @@ def _forwarded_overrides(argv: Sequence[str]) -> list[str]:
   return out
 
 
-def _format_duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-      f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class _Eta:
   """Remaining time from the durations of this invocation's runs, per method (their costs
   differ several-fold), falling back to the mean over all methods."""
@@ -161,7 +155,7 @@ class _Eta:
       return "ETA unknown until a run finishes"
     mean = lambda ds: sum(ds) / len(ds)
     total = sum(mean(self.durations.get(r.method, every)) for r in runs)
-    return f"ETA {_format_duration(total)}"
+    return f"ETA {console.format_duration(total)}"
 
 
 def train_run(run: Run, workdir: str, config_arg: str, overrides: Sequence[str], prefix: str,
@@ -309,7 +303,7 @@ def main(argv):
     eta, failed, start = _Eta(), [], time.time()
     for i, run in enumerate(pending):
       prefix = f"[{i + 1}/{len(pending)} {run.name}]"
-      print(f"{prefix} starting | elapsed {_format_duration(time.time() - start)} | "
+      print(f"{prefix} starting | elapsed {console.format_duration(time.time() - start)} | "
             f"{eta.remaining(pending[i:])}", flush=True)
       run_start = time.time()
       code = train_run(run, os.path.join(directory, run.name), config_arg, overrides, prefix, env)
@@ -319,11 +313,10 @@ def main(argv):
         print(f"{prefix} FAILED (exit code {code}); see "
               f"{os.path.join(directory, run.name, 'train.log')}", flush=True)
       else:
-        print(f"{prefix} done in {_format_duration(time.time() - run_start)} | "
+        print(f"{prefix} done in {console.format_duration(time.time() - run_start)} | "
               f"{eta.remaining(pending[i + 1:])}", flush=True)
       tabulate(directory, runs, steps, budget)
-    if failed:
-      tabulate(directory, runs, steps, budget)
+    if failed:   # the table after the last run already holds what finished
       raise SystemExit(f"compare: {len(failed)} run(s) failed: "
                        f"{', '.join(r.name for r in failed)}")
   content = tabulate(directory, runs, steps, budget)

@@ -156,3 +156,10 @@ class _QuietLoader(importlib.abc.Loader):
       module.__loader__ = self._loader
       if getattr(module, "__spec__", None) is not None:
         module.__spec__.loader = self._loader
+
+
+def format_duration(seconds: float) -> str:
+  """'1h05m' from an hour on, else '4m07s' (progress lines and ETAs)."""
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"

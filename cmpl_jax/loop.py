@@ -22,7 +22,8 @@ import numpy as np
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from cmpl_jax import checkpointing, config_checks, diagnostics, evaluate, pretrained, train
+from cmpl_jax import checkpointing, config_checks, console, diagnostics, evaluate, pretrained
+from cmpl_jax import train
 from cmpl_jax import workdir as workdir_lib
 from cmpl_jax.data import demo_data, pipeline, splits
 from cmpl_jax.models import resnet3d
@@ -112,12 +113,6 @@ class _StopSignal:
       return False
     flags = multihost_utils.process_allgather(np.asarray(self.received is not None))
     return bool(np.any(flags))
-
-
-def _format_duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-      f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _prepare_data(config, workdir: str):
@@ -301,7 +296,7 @@ def _progress_line(step: int, total: int, scalars: Mapping[str, float], steps_pe
         part += " pl_acc " + ("-" if accuracy is None else f"{accuracy:.2f}")
       parts.append(part)
   parts += [f"lr {scalars['train/learning_rate']:.4f}", f"{steps_per_sec:.2f} steps/s",
-            f"ETA {_format_duration(eta)}"]
+            f"ETA {console.format_duration(eta)}"]
   return " | ".join(parts)
 
 
