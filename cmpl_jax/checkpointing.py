@@ -8,12 +8,21 @@ restore the models without knowing the optimizer:
 Orbax writes each checkpoint under a temporary name and renames it when complete, so a save
 interrupted by a crash or preemption never becomes the latest checkpoint; old ones rotate out
 after `max_to_keep`. The data stream position is the step itself (streams are index-based, see
-cmpl_jax/data/pipeline.py), so nothing else is needed to resume exactly.
+cmpl_jax/data/pipeline.py), so nothing else is needed to resume exactly, on any number of devices
+or processes that divides the global batch (the state is saved unreplicated).
+
+A finished checkpoint can still be damaged afterwards (a full disk, a killed copy, a truncated
+file). Every restore names the step and the cause (`DamagedCheckpointError`); training falls
+back to the newest checkpoint that restores (`restore_newest_intact`) and moves the damaged ones
+to workdir/damaged_checkpoints/ rather than deleting them; evaluation and prediction never fall
+back on their own.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Mapping
+import shutil
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -22,6 +31,17 @@ import orbax.checkpoint as ocp
 from cmpl_jax import methods, train
 
 DIRNAME = "checkpoints"   # workdir/checkpoints/<step>/ (README, "Training": the workdir)
+DAMAGED_DIRNAME = "damaged_checkpoints"   # workdir/damaged_checkpoints/<step>/: kept, not deleted
+
+
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint step that exists but cannot be read back (files missing, truncated, corrupt)."""
+
+  def __init__(self, directory: str, step: int, cause: BaseException, message: str = ""):
+    self.path, self.step = os.path.join(directory, str(step)), step
+    detail = " ".join(str(cause).split())   # tensorstore messages span lines
+    self.reason = f"{type(cause).__name__}: {detail[:400]}"
+    super().__init__(message or f"checkpoint {self.path} cannot be restored ({self.reason})")
 
 
 def describe(config, classes: list[str]) -> dict[str, Any]:
@@ -102,10 +122,21 @@ class Checkpoints:
                               f"available: {sorted(steps)}")
     return step
 
+  @contextlib.contextmanager
+  def _reading(self, step: int):
+    """Turns any failure to read `step` into a DamagedCheckpointError naming it."""
+    try:
+      yield
+    except (KeyboardInterrupt, SystemExit, DamagedCheckpointError):
+      raise
+    except Exception as e:  # tensorstore, JSON, OS and Orbax errors alike mean "unreadable"
+      raise DamagedCheckpointError(self.directory, step, e) from e
+
   def restore_meta(self, step: int | None = None) -> dict[str, Any]:
     step = self._resolve(step)
-    return dict(self._manager.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"])
+    with self._reading(step):
+      return dict(self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))["meta"])
 
   def restore_model(self, template: Mapping[str, Any], step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None):
@@ -113,15 +144,17 @@ class Checkpoints:
     step = self._resolve(step)
     if expected_meta is not None:
       check_compatible(self.restore_meta(step), expected_meta, f"{self.directory}/{step}")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(_abstract(template))))
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore(_abstract(template))))
     return step, restored["model"]
 
   def restore_arrays(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
     """(step, {'params', 'batch_stats'}) as saved, without a config: for inspection and tests."""
     step = self._resolve(step)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore()))
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore()))
     return step, jax.tree.map(np.asarray, dict(restored["model"]))
 
   def restore_state(self, state: train.TrainState, step: int | None = None,
@@ -129,11 +162,74 @@ class Checkpoints:
     """The full TrainState (params, statistics, optimizer, step) for resuming training."""
     step, model = self.restore_model({"params": state.params, "batch_stats": state.batch_stats},
                                      step, expected_meta)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        train=ocp.args.StandardRestore(_abstract(
-            {"step": np.asarray(0), "opt_state": state.opt_state}))))["train"]
+    with self._reading(step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          train=ocp.args.StandardRestore(_abstract(
+              {"step": np.asarray(0), "opt_state": state.opt_state}))))["train"]
     return state.replace(step=np.asarray(restored["step"], np.int32), params=model["params"],
                          batch_stats=model["batch_stats"], opt_state=restored["opt_state"])
+
+  def newest_readable_meta(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, meta) of the newest checkpoint whose meta reads, or None if there is no checkpoint.
+
+    For checking a workdir against the config before anything is compiled; damage elsewhere in
+    the step is found by `restore_newest_intact`.
+    """
+    error = None
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return step, self.restore_meta(step)
+      except DamagedCheckpointError as e:
+        error = error or e
+    if error is not None:
+      raise _none_restores([error], self.directory)
+    return None
+
+  def restore_newest_intact(self, state: train.TrainState, expected_meta: Mapping[str, Any]
+                            ) -> tuple[train.TrainState, list[DamagedCheckpointError]]:
+    """The newest checkpoint that restores completely, and the newer ones that did not.
+
+    A checkpoint that reads but does not match the config raises (check_compatible): that is a
+    wrong workdir, not damage. If no checkpoint restores, nothing is skipped: the error lists
+    every step's cause, so a cause common to all (a changed optimizer, say) is seen as such.
+    """
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return self.restore_state(state, step, expected_meta), damaged
+      except DamagedCheckpointError as e:
+        damaged.append(e)
+    raise _none_restores(damaged, self.directory)
+
+  def set_aside(self, damaged: DamagedCheckpointError, workdir: str,
+                log: Callable[[str], None] = print) -> str:
+    """Moves a damaged step out of Orbax's folder (so it is neither resumed, overwritten when
+    that step is saved again, nor rotated away) into workdir/damaged_checkpoints/.
+
+    Call on one process only; the manager's view of the folder is refreshed here.
+    """
+    target_dir = os.path.join(os.path.abspath(workdir), DAMAGED_DIRNAME)
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(damaged.step)), 1
+    while os.path.exists(target):   # damaged again after a later resume: keep both
+      target, n = os.path.join(target_dir, f"{damaged.step}.{n}"), n + 1
+    shutil.move(damaged.path, target)
+    log(f"moved the damaged checkpoint {damaged.path} to {target} (kept for inspection; "
+        "delete it when done)")
+    self.reload()
+    return target
+
+  def reload(self) -> None:
+    """Re-reads the checkpoint folder (after another process changed it)."""
+    self._manager.reload()
+
+
+def _none_restores(errors: list[DamagedCheckpointError], directory: str) -> DamagedCheckpointError:
+  causes = "\n  ".join(f"step {e.step}: {e.reason}" for e in errors)
+  return DamagedCheckpointError(
+      directory, errors[0].step, RuntimeError(errors[0].reason),
+      f"no checkpoint in {directory} can be restored, so none was skipped or moved:\n  {causes}"
+      "\nRepair the folder, or move it aside to start afresh.")
 
 
 def _abstract(tree):

@@ -168,10 +168,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   classes, labeled = _prepare_data(config, workdir)
   meta = checkpointing.describe(config, classes)
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  resuming = checkpoints.latest_step() is not None
+  newest = checkpoints.newest_readable_meta()
+  resuming = newest is not None
   if resuming:  # a workdir of another model fails here, before any compilation
-    checkpointing.check_compatible(checkpoints.restore_meta(), meta,
-                                   f"{checkpoints.directory}/{checkpoints.latest_step()}")
+    checkpointing.check_compatible(newest[1], meta, f"{checkpoints.directory}/{newest[0]}")
   models = train.create_models(config, len(classes))
   for name, model in models.items():
     _console(model_summary(config, name, model))
@@ -182,8 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = train.create_train_state(config, models, rng, tx, initial_variables=None if resuming
                                    else _initial_variables(config, models, rng, len(classes)))
   if resuming:
-    state = checkpoints.restore_state(state, expected_meta=meta)
-    _console(f"resumed from {checkpoints.directory}/{int(state.step)}")
+    state = _resume(checkpoints, state, meta, workdir)
   start_step = int(state.step)
   if start_step >= config.num_train_steps:
     _console(f"checkpoint step {start_step} >= config.num_train_steps={config.num_train_steps}: "
@@ -256,6 +255,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
+def _resume(checkpoints: checkpointing.Checkpoints, state: train.TrainState,
+            meta: Mapping[str, Any], workdir: str) -> train.TrainState:
+  """Restores the newest intact checkpoint; damaged newer ones are named and set aside."""
+  state, damaged = checkpoints.restore_newest_intact(state, meta)
+  for bad in damaged:
+    _console(f"WARNING: skipped the checkpoint {bad.path}: it cannot be restored ({bad.reason})")
+  if damaged:
+    if jax.process_index() == 0:
+      for bad in damaged:
+        checkpoints.set_aside(bad, workdir, _console)
+    multihost_utils.sync_global_devices("cmpl_jax: damaged checkpoints set aside")
+    checkpoints.reload()
+  _console(f"resumed from {checkpoints.directory}/{int(state.step)}")
+  return state
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """--mode=eval: restores `config.eval.step` (latest if -1) and evaluates the eval split."""
   config_checks.validate(config, jax.device_count(), training=False)
@@ -267,8 +282,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                             jax.random.key(0))
   template = {"params": {n: v["params"] for n, v in template.items()},
               "batch_stats": {n: v["batch_stats"] for n, v in template.items()}}
-  step, variables = checkpoints.restore_model(
-      template, step=config.eval.step, expected_meta=checkpointing.describe(config, classes))
+  try:
+    step, variables = checkpoints.restore_model(
+        template, step=config.eval.step, expected_meta=checkpointing.describe(config, classes))
+  except checkpointing.DamagedCheckpointError as e:
+    others = sorted(s for s in checkpoints.all_steps() if s != e.step)
+    raise checkpointing.DamagedCheckpointError(
+        checkpoints.directory, e.step, e.__cause__ or e,
+        f"{e}\n--mode=eval evaluates only the checkpoint asked for (config.eval.step="
+        f"{config.eval.step}{': the newest' if config.eval.step < 0 else ''}) and does not fall "
+        f"back to another; pass --config.eval.step=STEP to evaluate one of the others "
+        f"(steps: {', '.join(map(str, others)) or 'none'})") from e
   replicated = train.replicate(variables)
   results, confusion = run_evaluation(config, models, replicated["params"],
                                       replicated["batch_stats"], classes, step)

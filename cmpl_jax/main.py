@@ -66,7 +66,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  from cmpl_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from cmpl_jax import checkpointing, config_checks  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   try:
     if FLAGS.mode == "train":
@@ -76,6 +76,9 @@ def main(argv):
   except config_checks.ConfigError as e:   # a user error: the message says it all
     print(f"cmpl_jax.main: {e}", file=sys.stderr)
     sys.exit(2)
+  except checkpointing.DamagedCheckpointError as e:   # names the step, the cause and the way out
+    print(f"cmpl_jax.main: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Failure injection: kill -9 and resume, SIGTERM, NaN losses, bad configs, interrupted saves.
+"""Failure injection: kill -9 and resume, SIGTERM, NaN losses, bad configs, interrupted saves,
+damaged checkpoints, resuming on another number of devices or processes.
 
 Training runs here are real `python -m cmpl_jax.main` processes (one CPU device, like a single
 accelerator host) on the smoke-sized synthetic dataset, so signals hit a real trainer. Run alone
@@ -220,6 +221,75 @@ def test_interrupted_save_is_never_the_latest_and_old_checkpoints_rotate(referen
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
+def _damage(workdir, step, how):
+  """What a full disk or a killed copy leaves inside a finished step folder."""
+  folder = os.path.join(workdir, "checkpoints", str(step))
+  if how == "truncate":   # the model item's array data files, each cut in half
+    data = os.path.join(folder, "model", "ocdbt.process_0", "d")
+    for name in os.listdir(data):
+      with open(os.path.join(data, name), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(data, name)) // 2)
+  else:                   # the meta item's JSON file, gone
+    os.remove(os.path.join(folder, "meta", "metadata"))
+  return folder
+
+
+def test_damaged_newest_checkpoints_are_skipped_named_and_kept(smoke_cache, reference, tmp_path):
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(reference, workdir)
+  _damage(workdir, LAST, "truncate")
+  _damage(workdir, LAST - 1, "remove")
+  def files(folder):   # {path inside the step folder: size}
+    return {os.path.relpath(os.path.join(d, f), folder): os.path.getsize(os.path.join(d, f))
+            for d, _, names in os.walk(folder) for f in names}
+  damaged_files = {step: files(os.path.join(workdir, "checkpoints", str(step)))
+                   for step in (LAST, LAST - 1)}
+
+  # --mode=eval evaluates the newest checkpoint or says why not; it never picks another itself.
+  evaluation = trainer(smoke_cache, workdir, "--mode=eval")
+  output, _ = evaluation.communicate(timeout=600)
+  assert evaluation.returncode == 1, output
+  assert f"checkpoint {workdir}/checkpoints/{LAST} cannot be restored" in output
+  assert "does not fall back" in output and f"steps: {LAST - 2}, {LAST - 1}" in output
+  assert not os.path.exists(os.path.join(workdir, checkpointing.DAMAGED_DIRNAME))
+
+  # Training resumes from the newest intact one, says which it skipped and why, and moves the
+  # damaged ones aside untouched.
+  process = trainer(smoke_cache, workdir, *STEPS)
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  for step, cause in ((LAST, "OUT_OF_RANGE"), (LAST - 1, "metadata not found")):
+    assert f"skipped the checkpoint {workdir}/checkpoints/{step}: it cannot be restored" in output
+    assert cause in output.split(f"checkpoints/{step}: it cannot be restored")[1].split("\n")[0]
+    kept = os.path.join(workdir, checkpointing.DAMAGED_DIRNAME, str(step))
+    assert f"to {kept} (kept for inspection" in output
+    assert files(kept) == damaged_files[step]   # moved as it was, nothing deleted
+  assert f"resumed from {workdir}/checkpoints/{LAST - 2}" in output
+  assert f"step {LAST - 1}/{LAST}" in output
+  step_a, final_a = restore_params(reference)
+  step_b, final_b = restore_params(workdir)
+  assert step_a == step_b == LAST
+  jax.tree.map(np.testing.assert_array_equal, final_a, final_b)   # the same run, bit for bit
+
+
+def test_when_no_checkpoint_restores_nothing_is_moved_and_every_cause_is_named(
+    smoke_cache, reference, tmp_path):
+  workdir = str(tmp_path / "all_damaged")
+  shutil.copytree(reference, workdir)
+  for step in (LAST - 2, LAST - 1, LAST):
+    _damage(workdir, step, "truncate")
+  process = trainer(smoke_cache, workdir, *STEPS)
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 1, output
+  assert f"no checkpoint in {workdir}/checkpoints can be restored" in output
+  for step in (LAST - 2, LAST - 1, LAST):
+    assert f"step {step}: ValueError: OUT_OF_RANGE" in output
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == [
+      str(LAST - 2), str(LAST - 1), str(LAST)]
+  assert not os.path.exists(os.path.join(workdir, checkpointing.DAMAGED_DIRNAME))
+  assert "step 1/" not in output, "must not start afresh over a run it cannot read"
+
+
 def _free_port():
   import socket
   with socket.socket() as s:
@@ -227,43 +297,126 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_with_gloo_match_one_process_with_the_same_devices(smoke_cache, tmp_path):
-  """2 processes x 2 CPU devices (jax.distributed + gloo) == 1 process x 4 devices."""
-  common = ["--config.num_train_steps=3", "--config.checkpoint_every_steps=3",
-            "--config.eval_every_steps=3", "--config.batch_size=4", "--config.eval.batch_size=4",
-            "--config.model.sync_batch_norm=True"]
+# Runs whose result must not depend on the slice: a global batch every device count here divides,
+# and BatchNorm statistics over the global batch (per-device statistics would change with it).
+SLICE = ["--config.num_train_steps=6", "--config.checkpoint_every_steps=3",
+         "--config.eval_every_steps=100", "--config.batch_size=8", "--config.eval.batch_size=8",
+         "--config.model.sync_batch_norm=True"]
 
-  def start(workdir, devices, *extra):
-    env = dict(os.environ, CMPL_JAX_CACHE=smoke_cache, PYTHONUNBUFFERED="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cmpl_jax.main", "--config=configs/demo.py:cmpl,smoke",
-         f"--workdir={workdir}", "--config.log_every_steps=1", *common, *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-  # All three at once: each mostly compiles, single-threaded, so they overlap well on 2 cores.
-  single = str(tmp_path / "single")
-  reference_run = start(single, 4)
-  multi = str(tmp_path / "multi")
-  port = _free_port()
-  processes = [start(multi, 2, f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                     f"--process_id={i}") for i in range(2)]
-  outputs = [p.communicate(timeout=600)[0] for p in processes]
-  output_single, _ = reference_run.communicate(timeout=600)
-  assert reference_run.returncode == 0, output_single
-  assert [p.returncode for p in processes] == [0, 0], outputs
-  assert "4 devices" in outputs[0] and "step 3/3" in outputs[0]
-  assert "step 1/3" not in outputs[1], "only process 0 reports"
+def start(smoke_cache, workdir, devices, *extra, processes=1):
+  """`main --mode=train` on the smoke config with `devices` CPU devices per process; with
+  processes > 1, that many processes joined by jax.distributed (gloo). Returns the Popens."""
+  env = dict(os.environ, CMPL_JAX_CACHE=smoke_cache, PYTHONUNBUFFERED="1",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  command = [sys.executable, "-m", "cmpl_jax.main", "--config=configs/demo.py:cmpl,smoke",
+             f"--workdir={workdir}", "--config.log_every_steps=1", *extra]
+  ranks = [[]]
+  if processes > 1:
+    port = _free_port()
+    ranks = [[f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
+              f"--process_id={i}"] for i in range(processes)]
+  return [subprocess.Popen(command + rank, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True) for rank in ranks]
+
+
+def finish(*runs):
+  """Waits for every process of every run; returns each run's process-0 output."""
+  outputs = [[p.communicate(timeout=600)[0] for p in run] for run in runs]
+  for run, output in zip(runs, outputs):
+    assert [p.returncode for p in run] == [0] * len(run), "\n".join(output)
+  return [output[0] for output in outputs]
+
+
+def resume_copy(workdir, name, step):
+  """A copy of a finished run with its checkpoints after `step` removed: that run restarted at
+  `step` (what a preemption after that save leaves)."""
+  copy = os.path.join(os.path.dirname(workdir), name)
+  shutil.copytree(workdir, copy)
+  for saved in os.listdir(os.path.join(copy, "checkpoints")):
+    if int(saved) > step:
+      shutil.rmtree(os.path.join(copy, "checkpoints", saved))
+  return copy
+
+
+def losses(output):
+  return {int(line.split()[1].split("/")[0]): line.split("| loss ")[1].split(" |")[0]
+          for line in output.splitlines() if line.startswith("step ")}
+
+
+def relative_distance(a, b):
+  """||a - b|| / ||b|| over all parameters (one L2 norm of everything)."""
+  diff = sum(float(np.sum((np.float64(x) - y) ** 2)) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return np.sqrt(diff / sum(float(np.sum(np.float64(y) ** 2)) for y in jax.tree.leaves(b)))
+
+
+def test_resume_on_another_number_of_devices_continues_the_same_run(smoke_cache, tmp_path):
+  """8 devices, 4 devices, 8 -> 4 and 4 -> 8 (restarted after step 3) end within 1%."""
+  eight, four = str(tmp_path / "8"), str(tmp_path / "4")
+  out_8, out_4 = finish(start(smoke_cache, eight, 8, *SLICE), start(smoke_cache, four, 4, *SLICE))
+  to_4, to_8 = resume_copy(eight, "8to4", 3), resume_copy(four, "4to8", 3)
+  too_many = resume_copy(eight, "8to3", 3)
+  refused = start(smoke_cache, too_many, 3, *SLICE)[0]
+  out_8to4, out_4to8 = finish(start(smoke_cache, to_4, 4, *SLICE),
+                              start(smoke_cache, to_8, 8, *SLICE))
+  for output, devices, workdir in ((out_8to4, 4, to_4), (out_4to8, 8, to_8)):
+    assert f"resumed from {workdir}/checkpoints/3" in output
+    assert f"{devices} devices, steps 3 -> 6" in output
+    assert "step 3/6" not in output and "step 4/6" in output
+  # The data stream continues at step 4: the resumed runs' losses are the uninterrupted ones'.
+  for resumed, original in ((out_8to4, out_8), (out_4to8, out_4)):
+    for step in (4, 5, 6):
+      assert abs(float(losses(resumed)[step]) - float(losses(original)[step])) <= 2e-3, (
+          step, losses(resumed), losses(original))
+
+  output, _ = refused.communicate(timeout=600)
+  assert refused.returncode == 2, output
+  assert "config.batch_size=8: must be a positive multiple of the 3 devices" in output
+  assert "step 4/6" not in output
+
+  params = {name: restore_params(workdir) for name, workdir in
+            (("8", eight), ("4", four), ("8to4", to_4), ("4to8", to_8))}
+  assert {step for step, _ in params.values()} == {6}
+  _, start_3 = restore_params(resume_copy(eight, "8_at_3", 3))
+  final = {name: p for name, (_, p) in params.items()}
+  update = relative_distance(final["8"], start_3)   # how far steps 4-6 moved the parameters
+  for a, b in (("8", "4"), ("8to4", "8"), ("4to8", "4"), ("8to4", "4to8")):
+    gap = relative_distance(final[a], final[b])
+    print(f"relative L2 distance {a} vs {b}: {gap:.2e} (steps 4-6 moved the parameters by "
+          f"{update:.2e})")
+    assert gap < 0.01, (a, b, gap)
+    # ... and small against what three steps change, so a stream that restarted elsewhere or a
+    # device-dependent random draw would not pass.
+    assert gap < 0.1 * update, (a, b, gap, update)
+
+
+def test_two_processes_with_gloo_match_one_process_and_resume_on_either(smoke_cache, tmp_path):
+  """2 processes x 2 CPU devices (jax.distributed + gloo) == 1 process x 4 devices, and a run
+  restarted after step 3 on the other layout (2 -> 1 and 1 -> 2 processes) ends the same."""
+  # All three processes at once: each mostly compiles, single-threaded, so they overlap on 2 cores.
+  single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+  multi_run = start(smoke_cache, multi, 2, *SLICE, processes=2)
+  output_single, = finish(start(smoke_cache, single, 4, *SLICE))
+  outputs = [p.communicate(timeout=600)[0] for p in multi_run]
+  assert [p.returncode for p in multi_run] == [0, 0], outputs
+  assert "4 devices" in outputs[0] and "step 6/6" in outputs[0]
+  assert "step 1/6" not in outputs[1], "only process 0 reports"
   events = [n for n in os.listdir(multi) if n.startswith("events.out.tfevents")]
   assert len(events) == 1, f"one TensorBoard writer expected, found {events}"
+  assert losses(outputs[0]) == losses(output_single) and len(losses(output_single)) == 6
 
-  def losses(output):
-    return [line.split("| loss ")[1].split(" |")[0] for line in output.splitlines()
-            if line.startswith("step ")]
-  assert losses(outputs[0]) == losses(output_single) and len(losses(output_single)) == 3
-  # The multi-process checkpoint restores in this single process and matches the 4-device run.
-  step_a, params_a = restore_params(single)
-  step_b, params_b = restore_params(multi)
-  assert step_a == step_b == 3
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               params_a, params_b)
+  to_one, to_two = resume_copy(multi, "2to1", 3), resume_copy(single, "1to2", 3)
+  out_to_one, out_to_two = finish(start(smoke_cache, to_one, 4, *SLICE),
+                                  start(smoke_cache, to_two, 2, *SLICE, processes=2))
+  for output, workdir in ((out_to_one, to_one), (out_to_two, to_two)):
+    assert f"resumed from {workdir}/checkpoints/3" in output and "step 4/6" in output
+    assert {s: v for s, v in losses(output).items()} == {
+        s: v for s, v in losses(output_single).items() if s > 3}
+  # Checkpoints written by two processes restore in one, and every run ends the same.
+  _, reference_params = restore_params(single)
+  for workdir in (multi, to_one, to_two):
+    step, params = restore_params(workdir)
+    assert step == 6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 reference_params, params)
