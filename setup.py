@@ -30,8 +30,11 @@ setup(
     extras_require={
         # Notebook tools: the test suite executes colab/*.ipynb in smoke mode.
         "notebooks": ["matplotlib>=3.8", "ipykernel>=6.29"],
+        # Conversion as an Apache Beam job (--runner=...; cmpl_jax/data/beam_convert.py).
+        "beam": ["apache-beam>=2.60"],
+        # The suite also checks the Beam conversion against the process pool.
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29", "matplotlib>=3.8"],
+                 "ipykernel>=6.29", "matplotlib>=3.8", "apache-beam>=2.60"],
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
         "torch": ["torch>=2.0"],

@@ -406,3 +406,52 @@ def test_cli_reports_bad_flags_without_traceback(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode != 0
   assert "--input_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- Apache Beam
+
+
+def _shard_bytes(out, metadata):
+  contents = {}
+  for info in metadata["splits"].values():
+    for name in info["files"]:
+      with open(os.path.join(out, name), "rb") as f:
+        contents[name] = f.read()
+  return contents
+
+
+def test_beam_direct_runner_matches_the_process_pool_and_keeps_finished_shards(
+    ucf, ucf_out, tmp_path):
+  out, metadata = ucf_out   # the process pool's conversion (in this process)
+  beam_out = str(tmp_path / "beam")
+  kwargs = dict(dataset="ucf101", output_dir=beam_out, short_side=32, videos_per_shard=2, **ucf)
+  beam_metadata = convert.convert(runner="DirectRunner", direct_num_workers=2, **kwargs)
+  # Same media ids, labels, offsets, skip list and settings, and the same bytes in every shard.
+  assert beam_metadata == metadata
+  assert records.read_metadata(beam_out) == records.read_metadata(out)
+  assert {s["reason"].split(":")[0] for s in beam_metadata["skipped"]} >= {"missing"}
+  assert _shard_bytes(beam_out, beam_metadata) == _shard_bytes(out, metadata)
+
+  # A job that lost one shard (and its sidecar) redoes that shard only.
+  lost = beam_metadata["splits"]["train"]["files"][0]
+  os.remove(os.path.join(beam_out, lost))
+  kept = {name: os.stat(os.path.join(beam_out, name)).st_mtime_ns
+          for name in _shard_bytes(out, metadata) if name != lost}
+  again = convert.convert(runner="DirectRunner", **kwargs)
+  assert again == metadata
+  assert {name: os.stat(os.path.join(beam_out, name)).st_mtime_ns for name in kept} == kept
+  assert _shard_bytes(beam_out, again) == _shard_bytes(out, metadata)
+
+
+def test_beam_flags_are_checked_before_any_work(ucf, tmp_path):
+  def run(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "cmpl_jax.data.convert", "--dataset=ucf101",
+         f"--input_dir={ucf['input_dir']}", f"--splits_dir={ucf['splits_dir']}",
+         f"--output_dir={tmp_path / 'out'}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+  result = run("--direct_num_workers=2")
+  assert result.returncode != 0 and "need --runner" in result.stderr
+  result = run("--runner=DirectRunner", "--beam_pipeline_options=project")
+  assert result.returncode != 0 and "'project' is not key=value" in result.stderr
+  assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "out")

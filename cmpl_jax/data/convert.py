@@ -6,7 +6,9 @@ r"""Converts a video dataset to sharded TFRecords (JPEG frames) + metadata.json.
       --annotations_dir=CSVS --output_dir=OUT [--num_workers=N]
   python -m cmpl_jax.data.convert --dataset=folder --input_dir=DIR --output_dir=OUT [--fps=25]
 
-Each shard is one task for a pool of worker processes. A shard is written under a hidden
+  ... [--runner=DirectRunner --direct_num_workers=N]   # the same on Apache Beam (beam_convert.py)
+
+Each shard is one task (shards.py) for a pool of worker processes, or for a Beam job. A shard is written under a hidden
 temporary name, renamed when complete, then described by a sidecar `.shard_index/<shard>.json`
 (records.py: nothing but shards matches the `{split}.tfrecord-*` glob); re-running the same
 command after an interruption keeps every shard whose sidecar matches and redoes the rest, and
@@ -16,13 +18,11 @@ listed under `skipped` in metadata.json and never stop the run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import queue
-import random
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from cmpl_jax import console
 
@@ -33,8 +33,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tqdm  # pylint: disable=g-import-not-at-top
 
 # pylint: disable=g-import-not-at-top
-from cmpl_jax import fileio
 from cmpl_jax.data import folder, kinetics, records, ucf101, video_io
+from cmpl_jax.data.shards import ShardTask, convert_shard, finished_sidecar, plan_shards
 # pylint: enable=g-import-not-at-top
 
 DATASETS = ("ucf101", "kinetics400", "folder")
@@ -43,83 +43,6 @@ DATASETS = ("ucf101", "kinetics400", "folder")
 # ~100 shards for UCF-101 and ~2,400 for Kinetics-400: enough files to spread over hosts and
 # workers, few enough to keep file handles and GCS requests cheap.
 DEFAULT_VIDEOS_PER_SHARD = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardTask:
-  output_dir: str
-  split: str
-  index: int
-  count: int
-  videos: tuple[dict[str, Any], ...]
-  options: video_io.DecodeOptions
-
-  @property
-  def path(self) -> str:
-    return os.path.join(self.output_dir, records.shard_filename(self.split, self.index, self.count))
-
-  @property
-  def sidecar_path(self) -> str:
-    return records.sidecar_path(self.output_dir, os.path.basename(self.path))
-
-  def identity(self) -> dict[str, Any]:
-    """What a finished shard must match to be reused: same videos and labels, same frame
-    settings (decoder threads do not change the frames, so they are left out)."""
-    options = dataclasses.asdict(self.options)
-    del options["threads"]
-    return {"plan": [[v["media_id"], v["label"]] for v in self.videos], "options": options}
-
-
-def finished_sidecar(task: ShardTask) -> dict[str, Any] | None:
-  """The sidecar of `task` if its shard is complete and matches the current plan, else None."""
-  sidecar_path = task.sidecar_path
-  if not (tf.io.gfile.exists(task.path) and tf.io.gfile.exists(sidecar_path)):
-    return None
-  try:
-    with tf.io.gfile.GFile(sidecar_path) as f:
-      sidecar = json.load(f)
-  except (ValueError, tf.errors.OpError):
-    return None
-  if {k: sidecar.get(k) for k in ("plan", "options")} != task.identity():
-    return None
-  if sidecar.get("file_size") != tf.io.gfile.stat(task.path).length:
-    return None
-  return sidecar
-
-
-def convert_shard(task: ShardTask, progress: Callable[[int], None] = lambda n: None
-                  ) -> dict[str, Any]:
-  """Decodes the videos of one shard, writes the shard then its sidecar; returns the sidecar."""
-  kept: dict[str, list[Any]] = {k: [] for k in
-                                ("media_ids", "labels", "lengths", "num_frames", "frame_rates")}
-  skipped, warnings = [], []
-  with tf.io.TFRecordWriter(records.temporary_shard_path(task.path)) as writer:
-    for video in task.videos:
-      entry = {"path": video["path"], "media_id": video["media_id"], "split": task.split}
-      try:
-        decoded = video_io.decode_to_jpeg(video["path"], task.options)
-        payload = records.encode_example(
-            media_id=video["media_id"], label_index=video["label"],
-            label_string=video["label_string"], frame_rate=decoded.frame_rate,
-            height=decoded.height, width=decoded.width, jpeg_frames=decoded.frames)
-      except video_io.VideoDecodeError as e:
-        skipped.append({**entry, "reason": str(e)})
-      except Exception as e:  # pylint: disable=broad-except  # one odd file must not stop a run
-        skipped.append({**entry, "reason": f"{type(e).__name__}: {e}"})
-      else:
-        writer.write(payload)
-        for key, value in zip(kept, (video["media_id"], video["label"], len(payload),
-                                     len(decoded.frames), decoded.frame_rate)):
-          kept[key].append(value)
-        if decoded.warning:
-          warnings.append({**entry, "reason": decoded.warning})
-      progress(1)
-  tf.io.gfile.rename(records.temporary_shard_path(task.path), task.path, overwrite=True)
-  sidecar = {"shard": os.path.basename(task.path), "split": task.split, **task.identity(),
-             "file_size": tf.io.gfile.stat(task.path).length, "records": kept,
-             "skipped": skipped, "warnings": warnings}
-  fileio.write_json(task.sidecar_path, sidecar, indent=None)
-  return sidecar
 
 
 _progress_queue = None
@@ -163,20 +86,6 @@ def run_tasks(tasks: Sequence[ShardTask], num_workers: int) -> list[dict[str, An
       while not progress_queue.empty():
         bar.update(progress_queue.get())
       return [r.get() for r in pending]
-
-
-def plan_shards(output_dir: str, split: str, videos: Sequence[dict[str, Any]],
-                videos_per_shard: int, seed: int, options: video_io.DecodeOptions
-                ) -> list[ShardTask]:
-  """Shuffles a split's videos with a fixed seed (so every shard mixes classes), then cuts
-  them into shards. Sorting first makes the plan independent of listing order, so a re-run
-  finds the same shards."""
-  ordered = sorted(videos, key=lambda v: v["media_id"])
-  random.Random(f"{seed}/{split}").shuffle(ordered)
-  count = -(-len(ordered) // videos_per_shard)
-  return [ShardTask(output_dir, split, i, count,
-                    tuple(ordered[i * videos_per_shard:(i + 1) * videos_per_shard]), options)
-          for i in range(count)]
 
 
 def list_dataset(dataset: str, input_dir: str, splits_dir: str | None, split_id: int,
@@ -256,8 +165,13 @@ def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | 
   return Plan(dataset, classes, tasks, listing_skipped, options, output_dir, extra)
 
 
-def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
-  """Writes the shards not already complete, then metadata.json; returns the metadata."""
+def execute(plan: Plan, num_workers: int = 1, runner: str = "", direct_num_workers: int = 0,
+            beam_pipeline_options: str = "") -> dict[str, Any]:
+  """Writes the shards not already complete, then metadata.json; returns the metadata.
+
+  The shards are written by the local process pool (`num_workers`), or, with `runner`, as an
+  Apache Beam job on that runner (beam_convert.py); the records are the same either way.
+  """
   _check_options(num_workers=num_workers)
   started = time.time()
   tf.io.gfile.makedirs(plan.output_dir)
@@ -276,8 +190,14 @@ def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
         + f", {len(plan.listing_skipped)} listed but not usable (see skipped); "
         f"{total_shards} shards, "
         f"{total_shards - len(todo)} already complete, {len(todo)} to write "
-        f"with {min(num_workers, max(1, len(todo)))} worker(s)", flush=True)
-  for task, sidecar in zip(todo, run_tasks(todo, num_workers)):
+        + (f"on Beam's {runner}" if runner else
+           f"with {min(num_workers, max(1, len(todo)))} worker(s)"), flush=True)
+  if runner:
+    from cmpl_jax.data import beam_convert  # pylint: disable=g-import-not-at-top  (optional)
+    written = beam_convert.run_tasks(todo, runner, direct_num_workers, beam_pipeline_options)
+  else:
+    written = run_tasks(todo, num_workers)
+  for task, sidecar in zip(todo, written):
     done[(task.split, task.index)] = sidecar
   sidecars = {split: [done[(split, t.index)] for t in tasks] for split, tasks in plan.tasks.items()}
   metadata = records.build_metadata(
@@ -290,9 +210,11 @@ def execute(plan: Plan, num_workers: int = 1) -> dict[str, Any]:
   return metadata
 
 
-def convert(*, num_workers: int = 1, **kwargs: Any) -> dict[str, Any]:
+def convert(*, num_workers: int = 1, runner: str = "", direct_num_workers: int = 0,
+            beam_pipeline_options: str = "", **kwargs: Any) -> dict[str, Any]:
   """prepare() + execute(): converts, or finishes converting, a dataset (see `prepare`)."""
-  return execute(prepare(**kwargs), num_workers)
+  return execute(prepare(**kwargs), num_workers, runner, direct_num_workers,
+                 beam_pipeline_options)
 
 
 def _size(num_bytes: float) -> str:
@@ -347,6 +269,14 @@ def _define_flags() -> None:
   flags.DEFINE_integer("decode_threads", 1, "FFmpeg threads per decoded video (0 = FFmpeg's "
                        "choice; 1 is best when --num_workers matches the cores).")
   flags.DEFINE_integer("seed", 0, "Seed of the shuffle that assigns videos to shards.")
+  flags.DEFINE_string("runner", "", "Run the shard tasks as an Apache Beam job on this runner "
+                      "(DirectRunner, DataflowRunner, FlinkRunner, SparkRunner, ...; needs the "
+                      ".[beam] extra). '' = the local process pool of --num_workers.")
+  flags.DEFINE_integer("direct_num_workers", 0, "DirectRunner only: local worker processes "
+                       "(multi-processing direct running); 0 or 1 = Beam's single process.")
+  flags.DEFINE_string("beam_pipeline_options", "", "More Beam pipeline options, comma-separated "
+                      "key=value (e.g. project=P,region=R,temp_location=gs://B/tmp,"
+                      "setup_file=./setup.py for Dataflow).")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -364,9 +294,14 @@ def main(argv: Sequence[str]) -> None:
                    jpeg_quality=f.jpeg_quality, max_frames=f.max_frames,
                    videos_per_shard=f.videos_per_shard, decode_threads=f.decode_threads,
                    seed=f.seed)
-  except (ValueError, FileNotFoundError) as e:  # bad input, not a bug: no traceback
+    if f.runner:
+      from cmpl_jax.data import beam_convert  # pylint: disable=g-import-not-at-top  (optional)
+      beam_convert.pipeline_options(f.runner, f.direct_num_workers, f.beam_pipeline_options)
+    elif f.direct_num_workers or f.beam_pipeline_options:
+      raise ValueError("--direct_num_workers and --beam_pipeline_options need --runner")
+  except (ValueError, FileNotFoundError, ImportError) as e:  # bad input, not a bug: no traceback
     raise app.UsageError(str(e)) from e
-  execute(plan, f.num_workers)
+  execute(plan, f.num_workers, f.runner, f.direct_num_workers, f.beam_pipeline_options)
 
 
 if __name__ == "__main__":

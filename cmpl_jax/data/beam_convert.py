@@ -1,0 +1,111 @@
+r"""The converter's shard tasks as an Apache Beam pipeline (the optional `.[beam]` extra).
+
+  python -m cmpl_jax.data.convert --dataset=ucf101 ... --runner=DirectRunner \
+      [--direct_num_workers=N]                       # N local processes
+  python -m cmpl_jax.data.convert --dataset=kinetics400 ... --output_dir=gs://BUCKET/k400 \
+      --runner=DataflowRunner --beam_pipeline_options="project=P,region=R,\
+temp_location=gs://BUCKET/tmp,setup_file=./setup.py"   # or FlinkRunner, SparkRunner, ...
+
+Only the execution differs from the process pool (`convert.run_tasks`). The launcher plans as
+always (`convert.prepare`: listing, skip list, shard assignment fixed by the video list) and
+leaves out shards already complete; each remaining shard is one Beam element, and a worker runs
+`shards.convert_shard` on it, the function the pool runs: it writes the shard under a temporary
+name, renames it, then writes its sidecar, all through tf.io.gfile. When the pipeline is done the
+launcher reads the sidecars back and writes metadata.json as the pool path does, so both paths
+give the same records, metadata and skip list. A failed or cancelled job keeps its finished shards
+for the next run.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import tensorflow as tf
+import tqdm
+
+from cmpl_jax.data import records, shards
+
+
+def pipeline_options(runner: str, direct_num_workers: int, extra: str) -> list[str]:
+  """Beam's argv: the runner, multi-process direct running when asked, then `extra`
+  ('key=value,key=value', as TFDS's --beam_pipeline_options takes them)."""
+  argv = [f"--runner={runner}"]
+  if direct_num_workers > 1:
+    argv += [f"--direct_num_workers={direct_num_workers}",
+             "--direct_running_mode=multi_processing"]
+  for item in filter(None, (part.strip() for part in extra.split(","))):
+    if "=" not in item:
+      raise ValueError(f"--beam_pipeline_options: {item!r} is not key=value")
+    argv.append("--" + item.lstrip("-"))
+  return argv
+
+
+def _import_beam():
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("--runner needs Apache Beam: pip install -e '.[beam]'") from e
+  return beam
+
+
+def _count_sidecars(tasks: Sequence[shards.ShardTask], bar: tqdm.tqdm,
+                    done: threading.Event) -> None:
+  """Progress for the launcher: workers report nothing back until the end, but each finished
+  shard (re)writes its sidecar, so watch those (every 2 s; cheap on GCS as well)."""
+  def stamp(path):
+    try:
+      return tf.io.gfile.stat(path).mtime_nsec
+    except tf.errors.NotFoundError:
+      return None
+  before = {t.sidecar_path: stamp(t.sidecar_path) for t in tasks}   # stale ones of other plans
+  videos = {t.sidecar_path: len(t.videos) for t in tasks}
+  while before:
+    finished = done.is_set()
+    for path in [p for p in before if stamp(p) not in (None, before[p])]:
+      bar.update(videos[path])
+      del before[path]
+    if finished:
+      return
+    done.wait(2.0)
+
+
+class _ConvertShard:  # a DoFn body: module-level, so every runner can pickle it
+  def __call__(self, task: shards.ShardTask) -> str:
+    shards.convert_shard(task)
+    return task.sidecar_path
+
+
+def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers: int = 0,
+              extra_options: str = "") -> list[dict[str, Any]]:
+  """Runs the shard tasks as a Beam job and returns their sidecars in task order."""
+  beam = _import_beam()
+  from apache_beam.options import pipeline_options as beam_options  # pylint: disable=g-import-not-at-top
+  if not tasks:
+    return []
+  options = beam_options.PipelineOptions(
+      pipeline_options(runner, direct_num_workers, extra_options))
+  bar = tqdm.tqdm(total=sum(len(t.videos) for t in tasks), unit="video", desc="converting",
+                  dynamic_ncols=True, mininterval=0.5)
+  done = threading.Event()
+  watcher = threading.Thread(target=_count_sidecars, args=(tasks, bar, done), daemon=True)
+  watcher.start()
+  try:
+    with beam.Pipeline(options=options) as pipeline:
+      _ = (pipeline
+           | "shard tasks" >> beam.Create(list(tasks))
+           | "spread" >> beam.Reshuffle()   # one task per worker, not all on the first
+           | "convert" >> beam.Map(_ConvertShard()))
+  finally:
+    done.set()
+    watcher.join()
+    bar.close()
+  sidecars = []
+  for task in tasks:
+    sidecar = shards.finished_sidecar(task)
+    if sidecar is None:
+      raise RuntimeError(f"the Beam job ended but {task.path} or its sidecar "
+                         f"{records.sidecar_path(task.output_dir, os.path.basename(task.path))} "
+                         "is missing or does not match the plan; run the same command again")
+    sidecars.append(sidecar)
+  return sidecars
