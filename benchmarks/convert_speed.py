@@ -1,6 +1,12 @@
-r"""Conversion speed and size on UCF-101-like input; prints one JSON line.
+r"""Conversion speed and size on UCF-101-like input; prints one JSON line per run.
 
   python benchmarks/convert_speed.py [--num_videos=60 --short_side=256 --num_workers=2]
+  python benchmarks/convert_speed.py --num_videos=1000 --runners=pool,DirectRunner --repeats=3
+
+`--runners` compares executors on the same clips, interleaved (pool, Beam, pool, Beam, ...) so
+machine load hits both alike: `pool` is the default process pool, any other name is a Beam runner
+(`--runner=NAME --direct_num_workers=--num_workers`). Each run also reports the peak resident
+memory of the whole process tree (sampled every 0.1 s) and of its largest process.
 
 Generates `--num_videos` clips shaped like UCF-101's (320x240, 25 fps, ~7 s, MPEG-4 part 2 in
 .avi at ~UCF's bit rate; content: moving shapes over a panning textured background with sensor
@@ -30,6 +36,7 @@ import time
 from absl import app, flags
 import av
 import numpy as np
+import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +49,8 @@ flags.DEFINE_float("fps", 0.0, "--fps of the conversion (0 = native 25).")
 flags.DEFINE_integer("jpeg_quality", 90, "--jpeg_quality of the conversion.")
 flags.DEFINE_float("seconds", 7.0, "Clip length (UCF-101 averages ~7 s).")
 flags.DEFINE_integer("bit_rate", 600_000, "Encoder bit rate (UCF-101 averages ~0.5 MB / 7 s).")
+flags.DEFINE_list("runners", ["pool"], "Executors to measure: pool and/or Beam runner names.")
+flags.DEFINE_integer("repeats", 1, "Runs per executor (medians and ranges are printed last).")
 flags.DEFINE_string("work_dir", "/tmp/cmpl_convert_speed", "Scratch folder (raw clips kept "
                     "between runs, so other settings reuse them).")
 
@@ -95,37 +104,78 @@ def _make_dataset(root: str) -> tuple[str, str, float]:
   return videos, lists, raw_bytes / 1e6
 
 
-def _cli_command(videos: str, lists: str, out: str) -> list[str]:
+def _cli_command(videos: str, lists: str, out: str, runner: str = "pool") -> list[str]:
   f = flags.FLAGS
+  executor = [] if runner == "pool" else [f"--runner={runner}"] + (
+      [f"--direct_num_workers={f.num_workers}"] if runner == "DirectRunner" else [])
   return [sys.executable, "-m", "cmpl_jax.data.convert", "--dataset=ucf101",
           f"--input_dir={videos}", f"--splits_dir={lists}", f"--output_dir={out}",
           f"--short_side={f.short_side}", f"--num_workers={f.num_workers}",
           f"--videos_per_shard={f.videos_per_shard}", f"--fps={f.fps}",
-          f"--jpeg_quality={f.jpeg_quality}"]
+          f"--jpeg_quality={f.jpeg_quality}", *executor]
 
 
-def _timed(command: list[str]) -> tuple[float, float]:
-  """(wall seconds, CPU seconds of the process and all its children)."""
+def _timed(command: list[str]) -> tuple[float, float, dict[str, float]]:
+  """(wall seconds, CPU seconds of the process and all its children, peak memory in MB)."""
   before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-  subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  tree_peak = 0.0
+  root = psutil.Process(process.pid)
+  while process.poll() is None:
+    try:
+      members = [root] + root.children(recursive=True)
+      rss = 0
+      for member in members:
+        try:
+          rss += member.memory_info().rss
+        except psutil.Error:
+          pass
+      tree_peak = max(tree_peak, rss / 1e6)
+    except psutil.Error:
+      pass
+    time.sleep(0.1)
+  if process.returncode:
+    raise subprocess.CalledProcessError(process.returncode, command)
   wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
-  return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+  # ru_maxrss: the largest single descendant so far (KB on Linux), a lower bound per process.
+  memory = {"peak_tree_rss_mb": round(tree_peak, 1),
+            "peak_process_rss_mb": round(after.ru_maxrss / 1e3, 1)}
+  return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), memory
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
   videos, lists, raw_mb = _make_dataset(os.path.join(f.work_dir, "raw"))
-  out = os.path.join(f.work_dir, f"out_{f.short_side}")
+  results = []
+  for _ in range(f.repeats):
+    for runner in f.runners:
+      results.append(_measure(videos, lists, raw_mb, runner))
+      print(json.dumps(results[-1]), flush=True)
+  if len(results) > 1:
+    summary = {}
+    for runner in f.runners:
+      mine = [r for r in results if r["runner"] == runner]
+      summary[runner] = {key: {"median": float(np.median([r[key] for r in mine])),
+                               "min": min(r[key] for r in mine), "max": max(r[key] for r in mine)}
+                         for key in ("s_per_1000_videos", "cpu_s_per_1000_videos", "wall_s",
+                                     "startup_s", "peak_tree_rss_mb")}
+    print(json.dumps({"summary": summary, "runs_per_runner": f.repeats}))
+
+
+def _measure(videos: str, lists: str, raw_mb: float, runner: str) -> dict:
+  f = flags.FLAGS
+  out = os.path.join(f.work_dir, f"out_{f.short_side}_{runner}")
   shutil.rmtree(out, ignore_errors=True)
   load_before = os.getloadavg()[0]
-  wall, cpu = _timed(_cli_command(videos, lists, out))
+  wall, cpu, memory = _timed(_cli_command(videos, lists, out, runner))
   load_after = os.getloadavg()[0]
   # Fixed costs: the CLI with every shard complete (imports, listing, metadata), and one
   # worker's start (spawned interpreter importing the converter, TensorFlow included).
-  startup, startup_cpu = _timed(_cli_command(videos, lists, out))
-  worker_start, worker_start_cpu = _timed([sys.executable, "-c", "import cmpl_jax.data.convert"])
+  startup, startup_cpu, _ = _timed(_cli_command(videos, lists, out, runner))
+  worker_start, worker_start_cpu, _ = _timed(
+      [sys.executable, "-c", "import cmpl_jax.data.convert"])
   workers = min(f.num_workers, os.cpu_count() or 1)
   with open(os.path.join(out, "metadata.json")) as fh:
     metadata = json.load(fh)
@@ -137,8 +187,8 @@ def main(argv):
   # Worker CPU per video; on an idle machine the workers run in parallel, one core each.
   fixed_cpu = startup_cpu + (f.num_workers * worker_start_cpu if f.num_workers > 1 else 0)
   cpu_per_video = max(cpu - fixed_cpu, 0.0) / n
-  print(json.dumps({
-      "videos": n, "frames": frames, "wall_s": round(wall, 1), "startup_s": round(startup, 1),
+  return {
+      "runner": runner, **memory, "videos": n, "frames": frames, "wall_s": round(wall, 1), "startup_s": round(startup, 1),
       "worker_start_s": round(worker_start, 1),
       "videos_per_s": round(n / marginal, 2), "frames_per_s": round(frames / marginal, 1),
       "s_per_1000_videos": round(marginal / n * 1000, 1),
@@ -150,7 +200,7 @@ def main(argv):
       "settings": {"short_side": f.short_side, "num_workers": f.num_workers, "fps": f.fps,
                    "jpeg_quality": f.jpeg_quality, "videos_per_shard": f.videos_per_shard,
                    "input": f"320x240 25fps {f.seconds:g}s mpeg4 .avi @{f.bit_rate // 1000}kb/s",
-                   "cpu_count": os.cpu_count()}}))
+                   "cpu_count": os.cpu_count()}}
 
 
 if __name__ == "__main__":
