@@ -455,3 +455,29 @@ def test_beam_flags_are_checked_before_any_work(ucf, tmp_path):
   result = run("--runner=DirectRunner", "--beam_pipeline_options=project")
   assert result.returncode != 0 and "'project' is not key=value" in result.stderr
   assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "out")
+
+
+def test_inputs_on_another_file_system_give_the_same_records(ucf, ucf_out, tmp_path):
+  """Listing, split lists and videos read through tf.io.gfile when the paths are URLs (here
+  TensorFlow's in-memory ram:// file system, standing in for gs://)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  root = f"ram://ucf_{os.getpid()}"
+  remote = {}
+  for key, local in ucf.items():
+    remote[key] = f"{root}/{os.path.basename(local)}"
+    for folder, _, files in os.walk(local):
+      target = remote[key] + folder[len(local):]
+      tf.io.gfile.makedirs(target)
+      for name in files:
+        tf.io.gfile.copy(os.path.join(folder, name), f"{target}/{name}")
+  out, metadata = ucf_out
+  remote_out = str(tmp_path / "from_ram")
+  remote_metadata = convert.convert(dataset="ucf101", output_dir=remote_out, short_side=32,
+                                    videos_per_shard=2, **remote)
+  assert remote_metadata["splits"] == metadata["splits"]
+  assert remote_metadata["conversion"]["input_dir"] == remote["input_dir"]
+
+  def skips(meta, prefix):
+    return [{**s, "path": s["path"].replace(prefix, "INPUT")} for s in meta["skipped"]]
+  assert skips(remote_metadata, remote["input_dir"]) == skips(metadata, ucf["input_dir"])
+  assert _shard_bytes(remote_out, remote_metadata) == _shard_bytes(out, metadata)

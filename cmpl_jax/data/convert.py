@@ -33,7 +33,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tqdm  # pylint: disable=g-import-not-at-top
 
 # pylint: disable=g-import-not-at-top
-from cmpl_jax.data import folder, kinetics, records, ucf101, video_io
+from cmpl_jax.data import folder, kinetics, records, storage, ucf101, video_io
 from cmpl_jax.data.shards import ShardTask, convert_shard, finished_sidecar, plan_shards
 # pylint: enable=g-import-not-at-top
 
@@ -145,7 +145,7 @@ def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | 
                  decode_threads=decode_threads)
   if dataset not in DATASETS:
     raise ValueError(f"unknown --dataset={dataset!r}; expected one of {', '.join(DATASETS)}")
-  if not input_dir or not os.path.isdir(input_dir):
+  if not input_dir or not storage.isdir(input_dir):
     raise FileNotFoundError(f"--input_dir={input_dir!r} is not a directory")
   if not output_dir:
     raise ValueError("--output_dir is required")
@@ -156,13 +156,17 @@ def prepare(*, dataset: str, input_dir: str, output_dir: str, splits_dir: str | 
                                    threads=decode_threads)
   tasks = {split: plan_shards(output_dir, split, split_videos, videos_per_shard, seed, options)
            for split, split_videos in videos.items()}
-  extra = {"input_dir": os.path.abspath(input_dir), "videos_per_shard": videos_per_shard,
+  extra = {"input_dir": _absolute(input_dir), "videos_per_shard": videos_per_shard,
            "seed": seed}
   if dataset == "ucf101":
-    extra.update(splits_dir=os.path.abspath(splits_dir), split_id=split_id)
+    extra.update(splits_dir=_absolute(splits_dir), split_id=split_id)
   elif dataset == "kinetics400":
-    extra.update(annotations_dir=os.path.abspath(annotations_dir))
+    extra.update(annotations_dir=_absolute(annotations_dir))
   return Plan(dataset, classes, tasks, listing_skipped, options, output_dir, extra)
+
+
+def _absolute(path: str) -> str:
+  return path if storage.is_url(path) else os.path.abspath(path)
 
 
 def execute(plan: Plan, num_workers: int = 1, runner: str = "", direct_num_workers: int = 0,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from cmpl_jax.data import video_io
+from cmpl_jax.data import storage, video_io
 
 SPLIT = "unlabeled"
 LABEL = -1  # clip/label/index of every record; clip/label/string is empty
@@ -28,17 +28,21 @@ OTHER_VIDEO_EXTENSIONS = (".3gp", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"
                           ".m2ts", ".ogv", ".vob", ".asf", ".rm")
 
 
+def _real(path: str) -> str:
+  return path.rstrip("/") if storage.is_url(path) else os.path.realpath(path)  # URLs: no links
+
+
 def _walk(input_dir: str, exclude: set[str]):
   """Yields file paths under `input_dir` in sorted order, following symlinks without looping."""
   seen: set[str] = set()
-  for root, dirs, files in os.walk(input_dir, followlinks=True):
-    real = os.path.realpath(root)
+  for root, dirs, files in storage.walk(input_dir):
+    real = _real(root)
     if real in seen:  # a link back up the tree
       dirs[:] = []
       continue
     seen.add(real)
     dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                     and os.path.realpath(os.path.join(root, d)) not in exclude)
+                     and _real(os.path.join(root, d)) not in exclude)
     for name in sorted(files):
       if not name.startswith("."):
         yield os.path.join(root, name)
@@ -55,15 +59,15 @@ def list_videos(input_dir: str, exclude: Sequence[str] = ()
   A video is {"path", "media_id", "label": -1, "label_string": ""}. `exclude`: folders not to
   walk into (the converter passes its output folder).
   """
-  if not os.path.isdir(input_dir):
+  if not storage.isdir(input_dir):
     raise FileNotFoundError(f"--input_dir={input_dir!r} is not a directory")
-  excluded = {os.path.realpath(p) for p in exclude if p}
+  excluded = {_real(p) for p in exclude if p}
   videos: list[dict[str, Any]] = []
   skipped: list[dict[str, str]] = []
   for path in _walk(input_dir, excluded):
     ext = os.path.splitext(path)[1].lower()
     if ext in video_io.VIDEO_EXTENSIONS:
-      if not os.path.exists(path):
+      if not storage.exists(path):
         skipped.append({"path": path, "split": SPLIT, "reason": "missing: broken symbolic link"})
       else:
         videos.append({"path": path, "media_id": media_id(input_dir, path), "label": LABEL,

@@ -10,10 +10,11 @@ misses some clips: those are reported in `skipped`, never fatal.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Any
 
-from cmpl_jax.data import video_io
+from cmpl_jax.data import storage, video_io
 
 SPLITS = ("train", "validation")
 _CSV_STEMS = {"train": ("train",), "validation": ("validate", "val", "validation")}
@@ -23,13 +24,13 @@ REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 def find_csv(annotations_dir: str, split: str) -> str:
   """The annotation CSV of `split`, trying the names used by the public releases in order."""
-  by_lower = {name.lower(): name for name in sorted(os.listdir(annotations_dir))}
+  by_lower = {name.lower(): name for name in sorted(storage.listdir(annotations_dir))}
   tried = []
   for stem in _CSV_STEMS[split]:
     for prefix in _CSV_PREFIXES:
       name = f"{prefix}{stem}.csv"
       tried.append(name)
-      if name in by_lower and os.path.isfile(os.path.join(annotations_dir, by_lower[name])):
+      if name in by_lower and storage.isfile(os.path.join(annotations_dir, by_lower[name])):
         return os.path.join(annotations_dir, by_lower[name])
   raise FileNotFoundError(
       f"no {split} annotation CSV in --annotations_dir={annotations_dir!r}; tried "
@@ -45,7 +46,7 @@ def read_csv(path: str) -> list[tuple[str, str, str]]:
 
   Errors name the file and line: a malformed CSV is a wrong input, unlike a missing clip.
   """
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  with io.StringIO(storage.read_text(path), newline="") as f:
     reader = csv.DictReader(f)
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -82,13 +83,13 @@ def index_clips(input_dir: str) -> tuple[dict[str, str], dict[str, str]]:
   """
   videos: dict[str, str] = {}
   others: dict[str, str] = {}
-  for root, dirs, files in os.walk(input_dir, followlinks=True):
+  for root, dirs, files in storage.walk(input_dir):
     dirs.sort()
     for name in sorted(files):
       stem, ext = os.path.splitext(name)
       path = os.path.join(root, name)
       if ext.lower() in video_io.VIDEO_EXTENSIONS:
-        if stem not in videos or os.path.getsize(videos[stem]) == 0:  # a re-download wins
+        if stem not in videos or storage.getsize(videos[stem]) == 0:  # a re-download wins
           videos[stem] = path
       else:
         others.setdefault(name.split(".", 1)[0], path)
@@ -104,7 +105,7 @@ def list_videos(input_dir: str, annotations_dir: str
   ({"path", "reason", "split"}).
   """
   for flag, path in (("--input_dir", input_dir), ("--annotations_dir", annotations_dir)):
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
       raise FileNotFoundError(f"{flag}={path!r} is not a directory")
   rows = {split: read_csv(find_csv(annotations_dir, split)) for split in SPLITS}
   classes = sorted({label for _, _, label in rows["train"]})

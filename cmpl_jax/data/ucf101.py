@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cmpl_jax.data import storage
+
 SPLITS = ("train", "test")
 _SPLIT_FILES = {"train": "trainlist{:02d}.txt", "test": "testlist{:02d}.txt"}
 VALID_SPLIT_IDS = (1, 2, 3)
@@ -19,10 +21,10 @@ VALID_SPLIT_IDS = (1, 2, 3)
 def _find_file(directory: str, name: str, flag: str) -> str:
   """Path of `name` in `directory`, matched case-insensitively; clear error naming the flag."""
   exact = os.path.join(directory, name)
-  if os.path.isfile(exact):
+  if storage.isfile(exact):
     return exact
-  for entry in sorted(os.listdir(directory)):
-    if entry.lower() == name.lower() and os.path.isfile(os.path.join(directory, entry)):
+  for entry in sorted(storage.listdir(directory)):
+    if entry.lower() == name.lower() and storage.isfile(os.path.join(directory, entry)):
       return os.path.join(directory, entry)
   raise FileNotFoundError(
       f"{name} not found in {flag}={directory!r} (expected the official UCF-101 split lists: "
@@ -31,8 +33,8 @@ def _find_file(directory: str, name: str, flag: str) -> str:
 
 def _lines(path: str) -> list[tuple[int, str]]:
   """(1-based line number, stripped text) of non-blank lines; CRLF and a BOM are tolerated."""
-  with open(path, encoding="utf-8-sig", newline=None) as f:
-    return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+  lines = storage.read_text(path).splitlines()
+  return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def read_class_index(path: str) -> list[str]:
@@ -56,11 +58,11 @@ def read_class_index(path: str) -> list[str]:
 def _index_videos(input_dir: str) -> dict[str, str]:
   """lower-cased 'Class/file.avi' -> absolute path, for every file one folder below input_dir."""
   index: dict[str, str] = {}
-  for class_dir in sorted(os.listdir(input_dir)):
+  for class_dir in sorted(storage.listdir(input_dir)):
     class_path = os.path.join(input_dir, class_dir)
-    if not os.path.isdir(class_path):
+    if not storage.isdir(class_path):
       continue
-    for name in sorted(os.listdir(class_path)):
+    for name in sorted(storage.listdir(class_path)):
       index.setdefault(f"{class_dir}/{name}".lower(), os.path.join(class_path, name))
   return index
 
@@ -77,7 +79,7 @@ def list_videos(input_dir: str, splits_dir: str, split_id: int
   if split_id not in VALID_SPLIT_IDS:
     raise ValueError(f"--split_id must be one of {VALID_SPLIT_IDS} for UCF-101, got {split_id}")
   for flag, path in (("--input_dir", input_dir), ("--splits_dir", splits_dir)):
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
       raise FileNotFoundError(f"{flag}={path!r} is not a directory")
   classes = read_class_index(_find_file(splits_dir, "classInd.txt", "--splits_dir"))
   class_by_lower = {name.lower(): i for i, name in enumerate(classes)}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from typing import Any, Callable, Iterator
 
 import av
@@ -27,7 +26,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from cmpl_jax.data import sampling
+from cmpl_jax.data import sampling, storage
 
 # Container extensions looked for when walking an input folder (compared lower-cased).
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -194,13 +193,18 @@ def _decode(path: str, options: DecodeOptions,
             convert: Callable[[VideoReformatter, av.VideoFrame, int, int, int, DecodeOptions],
                               Any]) -> DecodedVideo:
   try:
-    size = os.path.getsize(path)
+    size = storage.getsize(path)
   except OSError as e:
     raise VideoDecodeError(f"cannot read file: {e.strerror or e}") from None
   if size == 0:
     raise VideoDecodeError("empty file (0 bytes)")
+  with storage.open_binary(path) as source:   # a local path, or a stream of a URL's bytes
+    return _decode_container(source, options, convert)
+
+
+def _decode_container(source, options: DecodeOptions, convert) -> DecodedVideo:
   try:
-    container = av.open(path, metadata_errors="ignore")
+    container = av.open(source, metadata_errors="ignore")
   except (av.FFmpegError, OSError, ValueError) as e:
     raise VideoDecodeError(f"cannot open as a video: {e}") from None
   with container:
