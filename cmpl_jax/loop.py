@@ -261,7 +261,8 @@ def _resume(checkpoints: checkpointing.Checkpoints, state: train.TrainState,
   state, damaged = checkpoints.restore_newest_intact(state, meta)
   for bad in damaged:
     _console(f"WARNING: skipped the checkpoint {bad.path}: it cannot be restored ({bad.reason})")
-  if damaged:
+  if damaged:   # every process has restored before any folder moves
+    multihost_utils.sync_global_devices("cmpl_jax: restored past damaged checkpoints")
     if jax.process_index() == 0:
       for bad in damaged:
         checkpoints.set_aside(bad, workdir, _console)

@@ -152,6 +152,8 @@ def main(argv):
     ranked = predictor.top_k(frames, FLAGS.top_k, FLAGS.model)
   except video_io.VideoDecodeError as e:
     _fail(f"{FLAGS.video}: not a readable video ({e})")
+  except checkpointing.DamagedCheckpointError as e:   # never another step without being asked
+    _fail(f"{e}; pass --step=STEP to use another checkpoint")
   except (FileNotFoundError, ValueError) as e:
     _fail(str(e).replace("\n", " "))
   if FLAGS.json:
