@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cmpl_jax.data import convert, records, video_io
+from cmpl_jax.data import beam_convert, convert, records, video_io
 import video_fixtures as vf  # tests/ is on sys.path under pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -431,6 +431,8 @@ def test_beam_direct_runner_matches_the_process_pool_and_keeps_finished_shards(
   assert records.read_metadata(beam_out) == records.read_metadata(out)
   assert {s["reason"].split(":")[0] for s in beam_metadata["skipped"]} >= {"missing"}
   assert _shard_bytes(beam_out, beam_metadata) == _shard_bytes(out, metadata)
+  # The job read its tasks from a plan file, removed once every shard checked out.
+  assert os.listdir(os.path.join(beam_out, beam_convert.PLAN_DIRNAME)) == []
 
   # A job that lost one shard (and its sidecar) redoes that shard only.
   lost = beam_metadata["splits"]["train"]["files"][0]

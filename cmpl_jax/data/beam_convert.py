@@ -8,7 +8,9 @@ temp_location=gs://BUCKET/tmp,setup_file=./setup.py"   # or FlinkRunner, SparkRu
 
 Only the execution differs from the process pool (`convert.run_tasks`). The launcher plans as
 always (`convert.prepare`: listing, skip list, shard assignment fixed by the video list) and
-leaves out shards already complete; each remaining shard is one Beam element, and a worker runs
+leaves out shards already complete; it writes the remaining shards' tasks to a plan file
+(OUT/.beam/plan-*.jsonl, one line per shard, so the job graph stays small for millions of videos),
+each line becomes one Beam element, and a worker runs
 `shards.convert_shard` on it, the function the pool runs: it writes the shard under a temporary
 name, renames it, then writes its sidecar, all through tf.io.gfile. When the pipeline is done the
 launcher reads the sidecars back and writes metadata.json as the pool path does, so both paths
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Sequence
 
 import tensorflow as tf
 import tqdm
 
 from cmpl_jax.data import records, shards
+
+PLAN_DIRNAME = ".beam"   # OUT/.beam/plan-*.jsonl: out of reach of the {split}.tfrecord-* glob
 
 
 def pipeline_options(runner: str, direct_num_workers: int, extra: str) -> list[str]:
@@ -70,10 +75,22 @@ def _count_sidecars(tasks: Sequence[shards.ShardTask], bar: tqdm.tqdm,
     done.wait(2.0)
 
 
-class _ConvertShard:  # a DoFn body: module-level, so every runner can pickle it
-  def __call__(self, task: shards.ShardTask) -> str:
-    shards.convert_shard(task)
-    return task.sidecar_path
+def _convert_line(line: str) -> str:  # module-level, so every runner can pickle it
+  task = shards.ShardTask.from_json(line)
+  shards.convert_shard(task)
+  return task.sidecar_path
+
+
+def write_plan(tasks: Sequence[shards.ShardTask]) -> str:
+  """The tasks as JSON lines in OUT/.beam/ (one file per job), for the job to read: the plan
+  of millions of videos would not fit in a job graph as pickled `Create` data."""
+  directory = os.path.join(tasks[0].output_dir, PLAN_DIRNAME)
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, f"plan-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl")
+  with tf.io.gfile.GFile(path, "w") as f:
+    for task in tasks:
+      f.write(task.to_json() + "\n")
+  return path
 
 
 def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers: int = 0,
@@ -85,6 +102,7 @@ def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers
     return []
   options = beam_options.PipelineOptions(
       pipeline_options(runner, direct_num_workers, extra_options))
+  plan_path = write_plan(tasks)
   bar = tqdm.tqdm(total=sum(len(t.videos) for t in tasks), unit="video", desc="converting",
                   dynamic_ncols=True, mininterval=0.5)
   done = threading.Event()
@@ -93,9 +111,9 @@ def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers
   try:
     with beam.Pipeline(options=options) as pipeline:
       _ = (pipeline
-           | "shard tasks" >> beam.Create(list(tasks))
-           | "spread" >> beam.Reshuffle()   # one task per worker, not all on the first
-           | "convert" >> beam.Map(_ConvertShard()))
+           | "read the plan" >> beam.io.ReadFromText(plan_path)
+           | "spread" >> beam.Reshuffle()   # one shard per worker at a time, not all on one
+           | "convert" >> beam.Map(_convert_line))
   finally:
     done.set()
     watcher.join()
@@ -108,4 +126,5 @@ def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers
                          f"{records.sidecar_path(task.output_dir, os.path.basename(task.path))} "
                          "is missing or does not match the plan; run the same command again")
     sidecars.append(sidecar)
+  tf.io.gfile.remove(plan_path)   # kept only when the job failed, to show what it was given
   return sidecars

@@ -37,6 +37,16 @@ class ShardTask:
   def sidecar_path(self) -> str:
     return records.sidecar_path(self.output_dir, os.path.basename(self.path))
 
+  def to_json(self) -> str:
+    """One line of a plan file (what a distributed job reads instead of a pickled plan)."""
+    return json.dumps({**dataclasses.asdict(self), "videos": list(self.videos)})
+
+  @classmethod
+  def from_json(cls, line: str) -> "ShardTask":
+    fields = json.loads(line)
+    return cls(**{**fields, "videos": tuple(fields["videos"]),
+                  "options": video_io.DecodeOptions(**fields["options"])})
+
   def identity(self) -> dict[str, Any]:
     """What a finished shard must match to be reused: same videos and labels, same frame
     settings (decoder threads do not change the frames, so they are left out)."""
