@@ -54,25 +54,24 @@ def _import_beam():
   return beam
 
 
+def _sidecar_names(output_dir: str) -> set[str]:
+  index_dir = os.path.join(output_dir, records.SHARD_INDEX_DIRNAME)
+  return set(tf.io.gfile.listdir(index_dir)) if tf.io.gfile.isdir(index_dir) else set()
+
+
 def _count_sidecars(tasks: Sequence[shards.ShardTask], bar: tqdm.tqdm,
-                    done: threading.Event) -> None:
+                    done: threading.Event, every_s: float = 5.0) -> None:
   """Progress for the launcher: workers report nothing back until the end, but each finished
-  shard (re)writes its sidecar, so watch those (every 2 s; cheap on GCS as well)."""
-  def stamp(path):
-    try:
-      return tf.io.gfile.stat(path).mtime_nsec
-    except tf.errors.NotFoundError:
-      return None
-  before = {t.sidecar_path: stamp(t.sidecar_path) for t in tasks}   # stale ones of other plans
-  videos = {t.sidecar_path: len(t.videos) for t in tasks}
-  while before:
+  shard writes its sidecar, so list the sidecar folder now and then (one listing, not one
+  request per shard, so it stays cheap on GCS for 100,000 shards)."""
+  videos = {os.path.basename(t.sidecar_path): len(t.videos) for t in tasks}
+  while videos:
     finished = done.is_set()
-    for path in [p for p in before if stamp(p) not in (None, before[p])]:
-      bar.update(videos[path])
-      del before[path]
+    for name in _sidecar_names(tasks[0].output_dir) & set(videos):
+      bar.update(videos.pop(name))
     if finished:
       return
-    done.wait(2.0)
+    done.wait(every_s)
 
 
 def _convert_line(line: str) -> str:  # module-level, so every runner can pickle it
@@ -102,6 +101,12 @@ def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers
     return []
   options = beam_options.PipelineOptions(
       pipeline_options(runner, direct_num_workers, extra_options))
+  # Sidecars of shards about to be redone no longer match the plan (finished_sidecar said so):
+  # gone now, so that a sidecar appearing means a shard of this job finished.
+  stale = _sidecar_names(tasks[0].output_dir) & {os.path.basename(t.sidecar_path) for t in tasks}
+  for task in tasks:
+    if os.path.basename(task.sidecar_path) in stale:
+      tf.io.gfile.remove(task.sidecar_path)
   plan_path = write_plan(tasks)
   bar = tqdm.tqdm(total=sum(len(t.videos) for t in tasks), unit="video", desc="converting",
                   dynamic_ncols=True, mininterval=0.5)
