@@ -352,14 +352,17 @@ def relative_distance(a, b):
 
 
 def test_resume_on_another_number_of_devices_continues_the_same_run(smoke_cache, tmp_path):
-  """8 devices, 4 devices, 8 -> 4 and 4 -> 8 (restarted after step 3) end within 1%."""
+  """8 devices, 4 devices, 8 -> 4 and 4 -> 8 (restarted after step 3) end within 1%; 8 -> 8
+  ends bit for bit where the 8-device run did."""
   eight, four = str(tmp_path / "8"), str(tmp_path / "4")
   out_8, out_4 = finish(start(smoke_cache, eight, 8, *SLICE), start(smoke_cache, four, 4, *SLICE))
   to_4, to_8 = resume_copy(eight, "8to4", 3), resume_copy(four, "4to8", 3)
+  same = resume_copy(eight, "8to8", 3)
   too_many = resume_copy(eight, "8to3", 3)
   refused = start(smoke_cache, too_many, 3, *SLICE)[0]
-  out_8to4, out_4to8 = finish(start(smoke_cache, to_4, 4, *SLICE),
-                              start(smoke_cache, to_8, 8, *SLICE))
+  out_8to4, out_4to8, _ = finish(start(smoke_cache, to_4, 4, *SLICE),
+                                 start(smoke_cache, to_8, 8, *SLICE),
+                                 start(smoke_cache, same, 8, *SLICE))
   for output, devices, workdir in ((out_8to4, 4, to_4), (out_4to8, 8, to_8)):
     assert f"resumed from {workdir}/checkpoints/3" in output
     assert f"{devices} devices, steps 3 -> 6" in output
@@ -376,10 +379,11 @@ def test_resume_on_another_number_of_devices_continues_the_same_run(smoke_cache,
   assert "step 4/6" not in output
 
   params = {name: restore_params(workdir) for name, workdir in
-            (("8", eight), ("4", four), ("8to4", to_4), ("4to8", to_8))}
+            (("8", eight), ("4", four), ("8to4", to_4), ("4to8", to_8), ("8to8", same))}
   assert {step for step, _ in params.values()} == {6}
   _, start_3 = restore_params(resume_copy(eight, "8_at_3", 3))
   final = {name: p for name, (_, p) in params.items()}
+  jax.tree.map(np.testing.assert_array_equal, final["8"], final["8to8"])   # same slice: bit for bit
   update = relative_distance(final["8"], start_3)   # how far steps 4-6 moved the parameters
   for a, b in (("8", "4"), ("8to4", "8"), ("4to8", "4"), ("8to4", "4to8")):
     gap = relative_distance(final[a], final[b])
