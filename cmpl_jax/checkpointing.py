@@ -175,14 +175,14 @@ class Checkpoints:
     For checking a workdir against the config before anything is compiled; damage elsewhere in
     the step is found by `restore_newest_intact`.
     """
-    error = None
+    errors = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
         return step, self.restore_meta(step)
       except DamagedCheckpointError as e:
-        error = error or e
-    if error is not None:
-      raise _none_restores([error], self.directory)
+        errors.append(e)
+    if errors:
+      raise _none_restores(errors, self.directory)
     return None
 
   def restore_newest_intact(self, state: train.TrainState, expected_meta: Mapping[str, Any]
