@@ -206,7 +206,7 @@ class Checkpoints:
     """Moves a damaged step out of Orbax's folder (so it is neither resumed, overwritten when
     that step is saved again, nor rotated away) into workdir/damaged_checkpoints/.
 
-    Call on one process only; the manager's view of the folder is refreshed here.
+    Call on one process only, then `reload` on every process.
     """
     target_dir = os.path.join(os.path.abspath(workdir), DAMAGED_DIRNAME)
     os.makedirs(target_dir, exist_ok=True)
@@ -216,7 +216,6 @@ class Checkpoints:
     shutil.move(damaged.path, target)
     log(f"moved the damaged checkpoint {damaged.path} to {target} (kept for inspection; "
         "delete it when done)")
-    self.reload()
     return target
 
   def reload(self) -> None:

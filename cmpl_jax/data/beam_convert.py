@@ -128,8 +128,8 @@ def run_tasks(tasks: Sequence[shards.ShardTask], runner: str, direct_num_workers
     sidecar = shards.finished_sidecar(task)
     if sidecar is None:
       raise RuntimeError(f"the Beam job ended but {task.path} or its sidecar "
-                         f"{records.sidecar_path(task.output_dir, os.path.basename(task.path))} "
-                         "is missing or does not match the plan; run the same command again")
+                         f"{task.sidecar_path} is missing or does not match the plan; run the "
+                         "same command again")
     sidecars.append(sidecar)
   tf.io.gfile.remove(plan_path)   # kept only when the job failed, to show what it was given
   return sidecars

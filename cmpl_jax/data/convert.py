@@ -8,12 +8,12 @@ r"""Converts a video dataset to sharded TFRecords (JPEG frames) + metadata.json.
 
   ... [--runner=DirectRunner --direct_num_workers=N]   # the same on Apache Beam (beam_convert.py)
 
-Each shard is one task (shards.py) for a pool of worker processes, or for a Beam job. A shard is written under a hidden
-temporary name, renamed when complete, then described by a sidecar `.shard_index/<shard>.json`
-(records.py: nothing but shards matches the `{split}.tfrecord-*` glob); re-running the same
-command after an interruption keeps every shard whose sidecar matches and redoes the rest, and
-metadata.json is rebuilt from the sidecars. Videos that are missing or cannot be decoded are
-listed under `skipped` in metadata.json and never stop the run.
+Each shard is one task (shards.py) for a pool of worker processes, or for a Beam job. A shard
+is written under a hidden temporary name, renamed when complete, then described by a sidecar
+`.shard_index/<shard>.json` (records.py: nothing but shards matches the `{split}.tfrecord-*`
+glob); re-running the same command after an interruption keeps every shard whose sidecar
+matches and redoes the rest, and metadata.json is rebuilt from the sidecars. Videos that are
+missing or cannot be decoded are listed under `skipped` in metadata.json and never stop the run.
 """
 from __future__ import annotations
 
