@@ -52,11 +52,25 @@ def describe(config, classes: list[str]) -> dict[str, Any]:
     models[name] = {"name": cfg.name, "width_multiplier": float(cfg.width_multiplier),
                     "num_frames": int(cfg.num_frames), "frame_stride": int(cfg.frame_stride)}
   return {"method": config.method, "models": models, "num_classes": len(classes),
-          "classes": list(classes), "crop_size": int(config.data.crop_size)}
+          "classes": list(classes), "crop_size": int(config.data.crop_size),
+          "teacher_stats": list(methods.teacher_stats_models(config))}
 
 
-def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
-  """Raises ValueError naming every field where a checkpoint differs from the config."""
+def _train_item(step: np.ndarray, state: train.TrainState) -> dict[str, Any]:
+  """The 'train' item: step, optimizer state, and the teacher statistics when there are any
+  (written only then, so checkpoints of runs without them keep their earlier layout)."""
+  item = {"step": step, "opt_state": state.opt_state}
+  if state.teacher_stats:
+    item["teacher_stats"] = state.teacher_stats
+  return item
+
+
+def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], where: str,
+                     training: bool = False) -> None:
+  """Raises ValueError naming every field where a checkpoint differs from the config.
+
+  `training`: also the state only training resumes (the teacher statistics).
+  """
   problems = []
   for name in sorted(set(saved["models"]) | set(expected["models"])):
     got, want = saved["models"].get(name), expected["models"].get(name)
@@ -68,6 +82,12 @@ def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], wher
       if got[key] != want[key]:
         problems.append(f"config.model.{name}.{key}: checkpoint {got[key]!r}, "
                         f"config {want[key]!r}")
+  # Checkpoints written before the pseudo-label options existed keep no teacher statistics.
+  got, want = saved.get("teacher_stats", []), expected.get("teacher_stats", [])
+  if training and got != want:
+    problems.append(f"teacher statistics (config.distribution_alignment / "
+                    f"config.class_thresholds): checkpoint keeps them for {got or 'no model'}, "
+                    f"config for {want or 'no model'}")
   if saved["num_classes"] != expected["num_classes"]:
     problems.append(f"number of classes: checkpoint {saved['num_classes']}, "
                     f"data {expected['num_classes']}")
@@ -103,7 +123,7 @@ class Checkpoints:
     step = int(state.step)
     self._manager.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave({"params": state.params, "batch_stats": state.batch_stats}),
-        train=ocp.args.StandardSave({"step": np.asarray(step), "opt_state": state.opt_state}),
+        train=ocp.args.StandardSave(_train_item(np.asarray(step), state)),
         meta=ocp.args.JsonSave(dict(meta))), force=force)
     return step
 
@@ -160,14 +180,17 @@ class Checkpoints:
   def restore_state(self, state: train.TrainState, step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None) -> train.TrainState:
     """The full TrainState (params, statistics, optimizer, step) for resuming training."""
+    if expected_meta is not None:
+      check_compatible(self.restore_meta(self._resolve(step)), expected_meta,
+                       f"{self.directory}/{self._resolve(step)}", training=True)
     step, model = self.restore_model({"params": state.params, "batch_stats": state.batch_stats},
                                      step, expected_meta)
     with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          train=ocp.args.StandardRestore(_abstract(
-              {"step": np.asarray(0), "opt_state": state.opt_state}))))["train"]
+          train=ocp.args.StandardRestore(_abstract(_train_item(np.asarray(0), state)))))["train"]
     return state.replace(step=np.asarray(restored["step"], np.int32), params=model["params"],
-                         batch_stats=model["batch_stats"], opt_state=restored["opt_state"])
+                         batch_stats=model["batch_stats"], opt_state=restored["opt_state"],
+                         teacher_stats=restored.get("teacher_stats", {}))
 
   def newest_readable_meta(self) -> tuple[int, dict[str, Any]] | None:
     """(step, meta) of the newest checkpoint whose meta reads, or None if there is no checkpoint.

@@ -107,9 +107,12 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       if not config.lambda_u >= 0:
         problems.append(f"config.lambda_u={config.lambda_u!r}: must be >= 0")
       _positive_int(problems, "config.mu", config.mu)
-      if not isinstance(config.get("teacher_dropout", False), bool):
-        problems.append(f"config.teacher_dropout={config.teacher_dropout!r}: must be True or "
-                        "False")
+      for field in ("teacher_dropout", "distribution_alignment", "class_thresholds"):
+        if not isinstance(config.get(field, False), bool):
+          problems.append(f"config.{field}={config[field]!r}: must be True or False")
+      momentum = config.get("teacher_stats_momentum", 0.99)
+      if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+        problems.append(f"config.teacher_stats_momentum={momentum!r}: must be in [0, 1)")
     if not config.data.get("labeled_list"):
       percent = config.data.labeled_percent
       if not (isinstance(percent, (int, float)) and 0 < percent <= 100):

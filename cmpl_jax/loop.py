@@ -171,7 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   newest = checkpoints.newest_readable_meta()
   resuming = newest is not None
   if resuming:  # a workdir of another model fails here, before any compilation
-    checkpointing.check_compatible(newest[1], meta, f"{checkpoints.directory}/{newest[0]}")
+    checkpointing.check_compatible(newest[1], meta, f"{checkpoints.directory}/{newest[0]}",
+                                   training=True)
   models = train.create_models(config, len(classes))
   for name, model in models.items():
     _console(model_summary(config, name, model))

@@ -39,3 +39,16 @@ def selected_models(config: Any) -> tuple[str, ...]:
 
 def uses_unlabeled(method: str) -> bool:
   return method != "supervised"
+
+
+def teacher_options_on(config: Any) -> bool:
+  """Whether `config.distribution_alignment` or `config.class_thresholds` refines pseudo-labels
+  (README, "Pseudo-label options"); neither applies to supervised-only."""
+  return uses_unlabeled(config.method) and bool(
+      config.get("distribution_alignment", False) or config.get("class_thresholds", False))
+
+
+def teacher_stats_models(config: Any) -> tuple[str, ...]:
+  """The models whose running teacher statistics the TrainState keeps (none when no option
+  needs them): every model that makes pseudo-labels, i.e. every model of FixMatch and CMPL."""
+  return selected_models(config) if teacher_options_on(config) else ()

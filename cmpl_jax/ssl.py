@@ -28,6 +28,19 @@ unlabeled clips with a hidden label where only F, only A, both or neither is con
 Everything that needs the hidden label counts only clips that have one (label -1: a pool without
 labels), so over a pool without labels its count is 0 and the host reports it absent, not 0.
 K is the number of classes.
+
+Two optional refinements of a teacher's pseudo-labels (`TeacherOptions`, both off by default),
+each driven by running statistics of that teacher's weak-view predictions (`TeacherStats`, kept
+in the TrainState and updated once per step over the global batch, see `teacher_batch_stats`):
+  distribution alignment (ReMixMatch): p~ = normalize(p * u / mean(p)), u uniform (the labeled
+    subsets are class-balanced) and mean(p) the running mean of the teacher's predictions, so a
+    teacher that over-predicts some classes is pulled back before its argmax and mask are taken;
+  class-wise thresholds (FlexMatch): class k's threshold is tau * M(beta_k), M(x) = x / (2 - x),
+    beta_k = sigma_k / max(max_j sigma_j, unused), with sigma_k the share of unlabeled clips
+    the teacher labels k at the fixed tau and `unused` the share below it. FlexMatch counts each
+    unlabeled clip's latest prediction; here both shares are running means over steps (the
+    stream carries no clip identity), which makes the same warm-up: every threshold starts at 0
+    and rises as the teacher becomes confident, fastest for the classes it has learned best.
 """
 from __future__ import annotations
 
@@ -57,13 +70,81 @@ def supervised_loss(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
 
 class PseudoLabels(NamedTuple):
   labels_B: jax.Array   # argmax of the teacher's weak-view prediction
-  mask_B: jax.Array     # float 1.0 where its max probability >= tau
+  mask_B: jax.Array     # float 1.0 where its max probability >= the threshold of that class
+  thresholds_K: jax.Array | None = None   # class-wise thresholds, when they are on
 
 
-def pseudo_labels(teacher_weak_logits_BxK: jax.Array, tau: float) -> PseudoLabels:
-  probs_BxK = jax.nn.softmax(jax.lax.stop_gradient(teacher_weak_logits_BxK).astype(jnp.float32))
-  mask_B = (jnp.max(probs_BxK, axis=-1) >= tau).astype(jnp.float32)
-  return PseudoLabels(jnp.argmax(probs_BxK, axis=-1), mask_B)
+class TeacherOptions(NamedTuple):
+  """Optional refinements of pseudo-labels (module docstring); the defaults are plain FixMatch."""
+  distribution_alignment: bool = False
+  class_thresholds: bool = False
+  momentum: float = 0.99   # of the running statistics (~100 steps)
+
+  @property
+  def enabled(self) -> bool:
+    return self.distribution_alignment or self.class_thresholds
+
+
+TeacherStats = dict[str, jax.Array]   # {'prob_mean_K', 'confident_K', 'unconfident'}
+
+
+def init_teacher_stats(num_classes: int) -> TeacherStats:
+  """Before any prediction: uniform mean prediction, every clip unused (all thresholds 0)."""
+  return {"prob_mean_K": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32),
+          "confident_K": jnp.zeros((num_classes,), jnp.float32),
+          "unconfident": jnp.ones((), jnp.float32)}
+
+
+def _teacher_probs(teacher_weak_logits_BxK: jax.Array, stats: TeacherStats | None,
+                   options: TeacherOptions) -> tuple[jax.Array, jax.Array]:
+  """(raw, used) probabilities: `used` is distribution-aligned when that option is on."""
+  raw_BxK = jax.nn.softmax(jax.lax.stop_gradient(teacher_weak_logits_BxK).astype(jnp.float32))
+  if not (options.distribution_alignment and stats is not None):
+    return raw_BxK, raw_BxK
+  aligned_BxK = raw_BxK / jnp.maximum(stats["prob_mean_K"], 1e-6)  # the uniform target cancels
+  return raw_BxK, aligned_BxK / jnp.sum(aligned_BxK, axis=-1, keepdims=True)
+
+
+def class_thresholds(stats: TeacherStats, tau: float) -> jax.Array:
+  """FlexMatch's thresholds [K] from the running shares (module docstring)."""
+  beta_K = stats["confident_K"] / jnp.maximum(
+      jnp.maximum(jnp.max(stats["confident_K"]), stats["unconfident"]), 1e-12)
+  return tau * beta_K / (2.0 - beta_K)
+
+
+def pseudo_labels(teacher_weak_logits_BxK: jax.Array, tau: float,
+                  stats: TeacherStats | None = None,
+                  options: TeacherOptions = TeacherOptions()) -> PseudoLabels:
+  """Argmax and confidence mask of a teacher's weak-view prediction, under stop-gradient.
+
+  Without `stats` (or with the default options) this is FixMatch's fixed threshold tau.
+  """
+  _, probs_BxK = _teacher_probs(teacher_weak_logits_BxK, stats, options)
+  labels_B = jnp.argmax(probs_BxK, axis=-1)
+  confidence_B = jnp.max(probs_BxK, axis=-1)
+  if options.class_thresholds and stats is not None:
+    thresholds_K = class_thresholds(stats, tau)
+    return PseudoLabels(labels_B, (confidence_B >= thresholds_K[labels_B]).astype(jnp.float32),
+                        thresholds_K)
+  return PseudoLabels(labels_B, (confidence_B >= tau).astype(jnp.float32))
+
+
+def teacher_batch_stats(teacher_weak_logits_BxK: jax.Array, tau: float, stats: TeacherStats,
+                        options: TeacherOptions) -> TeacherStats:
+  """This batch's contribution to the running statistics: means over its clips (the train step
+  averages them over devices, then `update_teacher_stats` folds them in)."""
+  raw_BxK, probs_BxK = _teacher_probs(teacher_weak_logits_BxK, stats, options)
+  confident_B = (jnp.max(probs_BxK, axis=-1) >= tau).astype(jnp.float32)
+  labels_BxK = jax.nn.one_hot(jnp.argmax(probs_BxK, axis=-1), probs_BxK.shape[-1])
+  return {"prob_mean_K": jnp.mean(raw_BxK, axis=0),
+          "confident_K": jnp.mean(labels_BxK * confident_B[:, None], axis=0),
+          "unconfident": jnp.mean(1.0 - confident_B)}
+
+
+def update_teacher_stats(stats: TeacherStats, batch_stats: TeacherStats, momentum: float
+                         ) -> TeacherStats:
+  return jax.tree.map(lambda old, new: momentum * old + (1.0 - momentum) * new, stats,
+                      batch_stats)
 
 
 def unsupervised_loss(student_strong_logits_BxK: jax.Array, targets: PseudoLabels) -> jax.Array:
@@ -101,7 +182,10 @@ def _teacher_metrics(name: str, targets: PseudoLabels, true_labels_B: jax.Array,
   # one_hot of -1 is all zeros: clips without a hidden label drop out of the class counts.
   true_BxK = jax.nn.one_hot(true_labels_B, num_classes)
   predicted_BxK = jax.nn.one_hot(targets.labels_B, num_classes) * known_mask_B[:, None]
-  return {f"{name}/mask_rate": _mean_metric(targets.mask_B),
+  extra = {}
+  if targets.thresholds_K is not None:
+    extra[f"{name}/threshold_mean"] = _scalar_metric(jnp.mean(targets.thresholds_K))
+  return {**extra, f"{name}/mask_rate": _mean_metric(targets.mask_B),
           f"{name}/pseudo_label_acc": (jnp.sum(right_B), jnp.sum(known_mask_B)),
           f"per_class/{name}/precision": (jnp.sum(predicted_BxK * right_B[:, None], axis=0),
                                           jnp.sum(predicted_BxK, axis=0)),
@@ -133,11 +217,13 @@ def supervised(logits: dict[str, Logits], labels_B: jax.Array, **unused):
 
 
 def fixmatch(logits: dict[str, Logits], labels_B: jax.Array, unlabeled_labels_B: jax.Array, *,
-             tau: float, lambda_u: float):
+             tau: float, lambda_u: float, teacher_stats: dict[str, TeacherStats] | None = None,
+             options: TeacherOptions = TeacherOptions()):
   """Ls_F + lambda * Lu(F <- F): the primary model teaches itself."""
   primary = logits["primary"]
   sup, metrics = _supervised_terms("primary", primary, labels_B)
-  targets = pseudo_labels(primary.weak_BxK, tau)
+  stats = teacher_stats or {}
+  targets = pseudo_labels(primary.weak_BxK, tau, stats.get("primary"), options)
   unsup = unsupervised_loss(primary.strong_BxK, targets)
   total = sup + lambda_u * unsup
   metrics.update(_teacher_metrics("primary", targets, unlabeled_labels_B,
@@ -149,14 +235,16 @@ def fixmatch(logits: dict[str, Logits], labels_B: jax.Array, unlabeled_labels_B:
 
 
 def cmpl(logits: dict[str, Logits], labels_B: jax.Array, unlabeled_labels_B: jax.Array, *,
-         tau: float, lambda_u: float):
+         tau: float, lambda_u: float, teacher_stats: dict[str, TeacherStats] | None = None,
+         options: TeacherOptions = TeacherOptions()):
   """(Ls_F + Ls_A) + lambda * (Lu(F <- A) + Lu(A <- F)): each model teaches its sibling."""
   primary, auxiliary = logits["primary"], logits["auxiliary"]
   sup_f, metrics = _supervised_terms("primary", primary, labels_B)
   sup_a, aux_metrics = _supervised_terms("auxiliary", auxiliary, labels_B)
   metrics.update(aux_metrics)
-  from_f = pseudo_labels(primary.weak_BxK, tau)     # F's pseudo-labels train A
-  from_a = pseudo_labels(auxiliary.weak_BxK, tau)   # A's pseudo-labels train F
+  stats = teacher_stats or {}
+  from_f = pseudo_labels(primary.weak_BxK, tau, stats.get("primary"), options)  # F's train A
+  from_a = pseudo_labels(auxiliary.weak_BxK, tau, stats.get("auxiliary"), options)  # A's train F
   unsup_f = unsupervised_loss(primary.strong_BxK, from_a)
   unsup_a = unsupervised_loss(auxiliary.strong_BxK, from_f)
   total = (sup_f + sup_a) + lambda_u * (unsup_f + unsup_a)

@@ -119,6 +119,8 @@ class TrainState:
   params: dict[str, Any]        # {model name: params}
   batch_stats: dict[str, Any]   # {model name: BatchNorm running statistics}
   opt_state: optax.OptState     # one optimizer over both models' params
+  # {teacher model: ssl.TeacherStats}; empty unless a pseudo-label option needs them.
+  teacher_stats: dict[str, Any] = flax.struct.field(default_factory=dict)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -168,8 +170,18 @@ def create_train_state(config: ml_collections.ConfigDict, models: Mapping[str, A
       functools.partial(init_model_variables, config, models))(rng)
   params = {name: v["params"] for name, v in variables.items()}
   batch_stats = {name: v["batch_stats"] for name, v in variables.items()}
+  num_classes = next(iter(models.values())).num_classes
+  teacher_stats = {name: ssl.init_teacher_stats(num_classes)
+                   for name in methods.teacher_stats_models(config)}
   return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params))
+                    opt_state=tx.init(params), teacher_stats=teacher_stats)
+
+
+def teacher_options(config: ml_collections.ConfigDict) -> ssl.TeacherOptions:
+  return ssl.TeacherOptions(
+      distribution_alignment=bool(config.get("distribution_alignment", False)),
+      class_thresholds=bool(config.get("class_thresholds", False)),
+      momentum=float(config.get("teacher_stats_momentum", 0.99)))
 
 
 # Salts of the view and dropout keys: the two must not share draws.
@@ -274,12 +286,20 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
     kwargs = {}
     if use_unlabeled:
       kwargs = dict(unlabeled_labels_B=batch["unlabeled"]["label"], tau=config.tau,
-                    lambda_u=config.lambda_u)
+                    lambda_u=config.lambda_u, teacher_stats=state.teacher_stats,
+                    options=options)
     loss, metrics = ssl.OBJECTIVES[config.method](logits, batch["labeled"]["label"], **kwargs)
-    return loss, (metrics, new_batch_stats)
+    return loss, (metrics, new_batch_stats, logits)
 
-  (_, (metrics, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  options = teacher_options(config)
+  (_, (metrics, new_batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
+  # Running teacher statistics over the global batch, from this step's predictions; the step's
+  # pseudo-labels used the statistics of the steps before.
+  teacher_stats = {
+      name: ssl.update_teacher_stats(stats, lax.pmean(ssl.teacher_batch_stats(
+          logits[name].weak_BxK, config.tau, stats, options), axis_name), options.momentum)
+      for name, stats in state.teacher_stats.items()}
   # Per-device losses are means over equal per-device batches, so the mean of the per-device
   # gradients is the gradient of the global batch.
   grads = lax.pmean(grads, axis_name)
@@ -290,7 +310,7 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
   metrics = lax.psum(metrics, axis_name)
   metrics["grad_norm"] = (optax.tree.norm(grads), jnp.ones((), jnp.float32))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, teacher_stats=teacher_stats)
   return new_state, metrics
 
 

@@ -87,6 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
   # model's own prediction rather than a dropout-perturbed one (BatchNorm still in training
   # mode). ASSUMPTION; measured on the demo in README, "The demo".
   config.teacher_dropout = False
+  # Optional pseudo-label refinements, off: plain FixMatch-style pseudo-labels as in the paper
+  # (cmpl_jax/ssl.py; README "Pseudo-label options"). distribution_alignment: ReMixMatch's
+  # alignment of each teacher's predictions to a uniform class distribution; class_thresholds:
+  # FlexMatch's class-wise thresholds below tau; both from running statistics of each teacher's
+  # weak-view predictions with this momentum per step.
+  config.distribution_alignment = False
+  config.class_thresholds = False
+  config.teacher_stats_momentum = 0.99
   # BatchNorm batches of a step: 'joint' (labeled + weak + strong in one forward pass, as
   # FixMatch) or 'separate' (one pass each; running statistics from the labeled clips).
   # ASSUMPTION: joint, as FixMatch. On the CPU demo 'separate' trained the primary much better
