@@ -176,3 +176,99 @@ def test_pseudo_label_accuracy_counts_only_clips_with_hidden_labels():
   _, metrics = ssl.cmpl(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels),
                         jnp.full_like(jnp.asarray(hidden), -1), tau=0.0, lambda_u=1.0)
   assert float(metrics["primary/pseudo_label_acc"][1]) == 0.0
+
+
+# --- Pseudo-label options: distribution alignment and class-wise thresholds -------------------
+
+def _np_aligned(teacher_weak, prob_mean):
+  q = _np_softmax(teacher_weak) * (1.0 / K) / prob_mean
+  return q / q.sum(-1, keepdims=True)
+
+
+def _np_flexmatch_thresholds(confident, unconfident, tau):
+  beta = confident / max(confident.max(), unconfident)
+  return tau * beta / (2.0 - beta)
+
+
+def _stats(seed):
+  rng = np.random.default_rng(seed)
+  prob_mean = rng.dirichlet(np.ones(K))
+  shares = rng.dirichlet(np.ones(K + 1))   # K confident classes + the unconfident share
+  return {"prob_mean_K": prob_mean, "confident_K": shares[:K], "unconfident": shares[K]}
+
+
+def _jax_stats(stats):
+  return {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}
+
+
+@pytest.mark.parametrize("align,thresholds", [(True, False), (False, True), (True, True)])
+def test_pseudo_label_options_match_numpy(align, thresholds):
+  logits, labels, ulabels = _random_case(4, scale=2.0)
+  stats = {m: _stats(i) for i, m in enumerate(("primary", "auxiliary"))}
+  options = ssl.TeacherOptions(distribution_alignment=align, class_thresholds=thresholds)
+  tau = 0.6
+  total, metrics = ssl.cmpl(_jax_logits(logits, ("primary", "auxiliary")), jnp.asarray(labels),
+                            jnp.asarray(ulabels), tau=tau, lambda_u=1.0,
+                            teacher_stats={m: _jax_stats(s) for m, s in stats.items()},
+                            options=options)
+  expected = 0.0
+  plain_masks = []
+  for student, teacher in (("primary", "auxiliary"), ("auxiliary", "primary")):
+    s = stats[teacher]
+    p = (_np_aligned(logits[teacher]["weak"], s["prob_mean_K"]) if align
+         else _np_softmax(logits[teacher]["weak"]))
+    pl = p.argmax(-1)
+    limit = (_np_flexmatch_thresholds(s["confident_K"], s["unconfident"], tau)[pl]
+             if thresholds else tau)
+    mask = (p.max(-1) >= limit).astype(np.float64)
+    plain_masks.append(_np_softmax(logits[teacher]["weak"]).max(-1) >= tau)
+    expected += _np_ce(logits[student]["labeled"], labels).mean()
+    expected += (mask * _np_ce(logits[student]["strong"], pl)).sum() / B_U
+    np.testing.assert_allclose(_value(metrics[f"{teacher}/mask_rate"]), mask.mean(), atol=1e-7)
+    if thresholds:
+      np.testing.assert_allclose(
+          _value(metrics[f"{teacher}/threshold_mean"]),
+          _np_flexmatch_thresholds(s["confident_K"], s["unconfident"], tau).mean(), rtol=1e-5)
+    else:
+      assert f"{teacher}/threshold_mean" not in metrics
+    if align:   # the alignment really moves some argmaxes
+      assert (pl != logits[teacher]["weak"].argmax(-1)).any()
+  np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+
+
+def test_class_thresholds_start_at_zero_and_rise_with_confidence():
+  """FlexMatch's warm-up: before the teacher is confident anywhere every threshold is 0 (every
+  pseudo-label passes); a class the teacher labels as often as the others reaches tau, one it
+  never labels stays at 0."""
+  fresh = ssl.init_teacher_stats(K)
+  np.testing.assert_array_equal(ssl.class_thresholds(fresh, 0.9), np.zeros(K))
+  learned = {"prob_mean_K": fresh["prob_mean_K"],
+             "confident_K": jnp.asarray([0.25, 0.25, 0.1, 0.05, 0.0, 0.25], jnp.float32),
+             "unconfident": jnp.asarray(0.1, jnp.float32)}
+  thresholds = np.asarray(ssl.class_thresholds(learned, 0.9))
+  np.testing.assert_allclose(thresholds[[0, 1, 5]], 0.9, rtol=1e-6)
+  assert thresholds[4] == 0.0 and 0 < thresholds[3] < thresholds[2] < 0.9
+  # Warm-up: while most clips are still unused, they set the scale instead of the top class.
+  early = dict(learned, unconfident=jnp.asarray(0.5, jnp.float32))
+  np.testing.assert_allclose(ssl.class_thresholds(early, 0.9)[0], 0.9 * 0.5 / 1.5, rtol=1e-6)
+
+
+def test_teacher_statistics_are_running_means_of_the_batch():
+  logits, _, _ = _random_case(5)
+  weak = jnp.asarray(logits["primary"]["weak"], jnp.float32)
+  stats = _jax_stats(_stats(7))
+  for align in (False, True):
+    options = ssl.TeacherOptions(distribution_alignment=align, class_thresholds=True,
+                                 momentum=0.9)
+    batch = ssl.teacher_batch_stats(weak, 0.5, stats, options)
+    raw = _np_softmax(logits["primary"]["weak"])
+    used = _np_aligned(logits["primary"]["weak"], _stats(7)["prob_mean_K"]) if align else raw
+    confident = used.max(-1) >= 0.5
+    np.testing.assert_allclose(batch["prob_mean_K"], raw.mean(0), rtol=1e-5)  # before alignment
+    np.testing.assert_allclose(
+        batch["confident_K"], (np.eye(K)[used.argmax(-1)] * confident[:, None]).mean(0),
+        rtol=1e-5)
+    np.testing.assert_allclose(batch["unconfident"], 1 - confident.mean(), rtol=1e-5)
+    new = ssl.update_teacher_stats(stats, batch, options.momentum)
+    for key in stats:
+      np.testing.assert_allclose(new[key], 0.9 * stats[key] + 0.1 * batch[key], rtol=1e-5)

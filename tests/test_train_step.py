@@ -116,3 +116,50 @@ def test_cpu_compiler_options_keep_the_step_the_same(monkeypatch):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
   assert train.compiler_options() is None
+
+
+def test_teacher_statistics_follow_the_global_batch_and_survive_a_checkpoint(tmp_path):
+  """With the pseudo-label options on, the step updates each teacher's running statistics from
+  the global batch (2 devices = 1 device; means, not per-device sums), they round-trip through
+  a checkpoint, and a checkpoint without them is refused for training with a reason, not taken
+  for a damaged one."""
+  from cmpl_jax import checkpointing
+  config = tiny_config("fixmatch")
+  config.distribution_alignment = config.class_thresholds = True
+  config.teacher_stats_momentum = 0.5
+  global_batch = random_batch(config, 1)
+  state2, metrics2, initial = run_one_step(
+      config, 2, jax.tree.map(lambda x: x.reshape(2, -1, *x.shape[2:]), global_batch))
+  state1, _, _ = run_one_step(config, 1, global_batch)
+  assert set(state1.teacher_stats) == {"primary"}
+  for a, b in zip(jax.tree.leaves(state2.teacher_stats), jax.tree.leaves(state1.teacher_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  new, old = state1.teacher_stats["primary"], initial.teacher_stats["primary"]
+  # new = m * old + (1 - m) * batch, where the batch's shares are those of one distribution.
+  batch = {k: (new[k] - 0.5 * np.asarray(old[k])) / 0.5 for k in new}
+  np.testing.assert_allclose(batch["prob_mean_K"].sum(), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(batch["confident_K"].sum() + batch["unconfident"], 1.0, rtol=1e-5)
+  assert 0 < batch["unconfident"] < 1   # some weak views clear tau=0.8, some do not
+  assert "primary/threshold_mean" in metrics2
+
+  meta = checkpointing.describe(config, [str(k) for k in range(5)])
+  saver = checkpointing.Checkpoints(str(tmp_path))
+  saver.save(state1, meta)
+  saver.close()
+  reader = checkpointing.Checkpoints(str(tmp_path), read_only=True)
+  restored = reader.restore_state(initial, expected_meta=meta)
+  assert (jax.tree.structure(restored.teacher_stats)
+          == jax.tree.structure(state1.teacher_stats)), restored.teacher_stats
+  for a, b in zip(jax.tree.leaves(restored.teacher_stats), jax.tree.leaves(state1.teacher_stats)):
+    np.testing.assert_array_equal(a, b)
+  plain = tiny_config("fixmatch")
+  models = train.create_models(plain, num_classes=5)
+  plain_state = train.create_train_state(plain, models, jax.random.key(0),
+                                         train.create_optimizer(plain))
+  assert plain_state.teacher_stats == {}
+  with pytest.raises(ValueError, match="teacher statistics.*no model"):
+    reader.restore_state(plain_state, expected_meta=checkpointing.describe(
+        plain, [str(k) for k in range(5)]))
+  # Evaluation needs only the weights: the options do not matter there.
+  reader.restore_model({"params": plain_state.params, "batch_stats": plain_state.batch_stats},
+                       expected_meta=checkpointing.describe(plain, [str(k) for k in range(5)]))
