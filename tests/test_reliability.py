@@ -167,6 +167,7 @@ def test_bad_configurations_fail_before_compilation_naming_the_field(smoke_cache
       "config.data.dir='/nonexistent/data'": lambda c: (c.data.update(dir="/nonexistent/data"),
                                                          c.data.synthetic.update(enabled=False)),
       "config.data.labeled_percent=0": lambda c: c.data.update(labeled_percent=0),
+      "config.teacher_stats_momentum=1.0": lambda c: setattr(c, "teacher_stats_momentum", 1.0),
   }
   for expected, mutate in cases.items():
     config = demo.get_config("cmpl,smoke")
@@ -206,6 +207,14 @@ def test_workdir_of_another_model_fails_before_compilation(smoke_cache, referenc
                                        r"0.0625, config 0.125"):
     loop.train_and_evaluate(config, workdir)
   assert not compiled
+  # Resuming with a pseudo-label option the run did not have: named, not taken for damage.
+  config = demo.get_config("cmpl,smoke")
+  config.batch_size = config.eval.batch_size = 8
+  config.class_thresholds = True
+  with pytest.raises(ValueError, match=r"teacher statistics .*checkpoint keeps them for no "
+                                       r"model, config for \['primary', 'auxiliary'\]"):
+    loop.train_and_evaluate(config, workdir)
+  assert not compiled and not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
 
 
 def test_interrupted_save_is_never_the_latest_and_old_checkpoints_rotate(reference, tmp_path):
