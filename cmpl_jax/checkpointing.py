@@ -159,11 +159,12 @@ class Checkpoints:
           meta=ocp.args.JsonRestore()))["meta"])
 
   def restore_model(self, template: Mapping[str, Any], step: int | None = None,
-                    expected_meta: Mapping[str, Any] | None = None):
+                    expected_meta: Mapping[str, Any] | None = None, training: bool = False):
     """{'params', 'batch_stats'} of `step` (latest if None), shaped like `template`."""
     step = self._resolve(step)
     if expected_meta is not None:
-      check_compatible(self.restore_meta(step), expected_meta, f"{self.directory}/{step}")
+      check_compatible(self.restore_meta(step), expected_meta, f"{self.directory}/{step}",
+                       training)
     with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           model=ocp.args.StandardRestore(_abstract(template))))
@@ -180,11 +181,8 @@ class Checkpoints:
   def restore_state(self, state: train.TrainState, step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None) -> train.TrainState:
     """The full TrainState (params, statistics, optimizer, step) for resuming training."""
-    if expected_meta is not None:
-      check_compatible(self.restore_meta(self._resolve(step)), expected_meta,
-                       f"{self.directory}/{self._resolve(step)}", training=True)
     step, model = self.restore_model({"params": state.params, "batch_stats": state.batch_stats},
-                                     step, expected_meta)
+                                     step, expected_meta, training=True)
     with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           train=ocp.args.StandardRestore(_abstract(_train_item(np.asarray(0), state)))))["train"]
