@@ -7,7 +7,8 @@ TensorFlow (only the input pipeline and the converters use it). Measured with TF
   following instructions ...") obeys TF_CPP_MIN_LOG_LEVEL >= 1.
 - `E0000 ... util.cc] oneDNN supports DT_UINT8 only on platforms with AVX-512 ...` is logged
   at ERROR the first time a tf.data function with a uint8 op (the pipeline's decoded frames) is
-  optimised, on any CPU (uint8 is simply not a oneDNN type; nothing is wrong), so only
+  optimised, wherever oneDNN is on (uint8 is simply not a oneDNN type; nothing is wrong;
+  TensorFlow left oneDNN off on an AMD EPYC without AVX-512, which prints no oneDNN line), so only
   TF_CPP_MIN_LOG_LEVEL=3 hides it. TensorFlow reads that variable once, while it is imported,
   and jaxlib's XLA reads the same variable for its own C++ logs, whose errors matter on
   accelerators: so the variable is 3 only during `import tensorflow`, and 2 otherwise (INFO
