@@ -2,8 +2,10 @@
 
 A checkpoint `workdir/checkpoints/<step>/` holds three items, so evaluation and prediction can
 restore the models without knowing the optimizer:
-  model: {'params': {name: ...}, 'batch_stats': {name: ...}}
-  train: {'step': int, 'opt_state': ...}
+  model: {'params': {name: ...}, 'batch_stats': {name: ...}}: the weights to evaluate, i.e. the
+         moving average of the weights when config.ema_decay > 0 (meta 'ema_decay')
+  train: {'step': int, 'opt_state': ...}, plus the trained 'params' and 'batch_stats' when the
+         model item holds the moving average, and 'teacher_stats' when kept
   meta:  JSON describing the models and classes, checked on restore (see `describe`).
 Orbax writes each checkpoint under a temporary name and renames it when complete, so a save
 interrupted by a crash or preemption never becomes the latest checkpoint; old ones rotate out
@@ -53,15 +55,24 @@ def describe(config, classes: list[str]) -> dict[str, Any]:
                     "num_frames": int(cfg.num_frames), "frame_stride": int(cfg.frame_stride)}
   return {"method": config.method, "models": models, "num_classes": len(classes),
           "classes": list(classes), "crop_size": int(config.data.crop_size),
-          "teacher_stats": list(methods.teacher_stats_models(config))}
+          "teacher_stats": list(methods.teacher_stats_models(config)),
+          "ema_decay": train.ema_decay(config)}
+
+
+def _model_item(state: train.TrainState) -> dict[str, Any]:
+  params, batch_stats = train.eval_variables(state)
+  return {"params": params, "batch_stats": batch_stats}
 
 
 def _train_item(step: np.ndarray, state: train.TrainState) -> dict[str, Any]:
-  """The 'train' item: step, optimizer state, and the teacher statistics when there are any
-  (written only then, so checkpoints of runs without them keep their earlier layout)."""
+  """The 'train' item: step, optimizer state, and the trained weights and teacher statistics
+  when the state has them apart (written only then, so checkpoints of runs without them keep
+  their earlier layout)."""
   item = {"step": step, "opt_state": state.opt_state}
   if state.teacher_stats:
     item["teacher_stats"] = state.teacher_stats
+  if state.ema:   # the model item holds the average; training resumes from these
+    item.update(params=state.params, batch_stats=state.batch_stats)
   return item
 
 
@@ -88,6 +99,11 @@ def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], wher
     problems.append(f"teacher statistics (config.distribution_alignment / "
                     f"config.class_thresholds): checkpoint keeps them for {got or 'no model'}, "
                     f"config for {want or 'no model'}")
+  # Older checkpoints keep no moving average. A different decay resumes; none against one not.
+  got, want = saved.get("ema_decay", 0.0), expected.get("ema_decay", 0.0)
+  if training and (got > 0) != (want > 0):
+    problems.append(f"config.ema_decay: checkpoint {got!r}, config {want!r} (a moving average of "
+                    "the weights is kept only when it is > 0)")
   if saved["num_classes"] != expected["num_classes"]:
     problems.append(f"number of classes: checkpoint {saved['num_classes']}, "
                     f"data {expected['num_classes']}")
@@ -122,7 +138,7 @@ class Checkpoints:
     state = jax.device_get(state)
     step = int(state.step)
     self._manager.save(step, args=ocp.args.Composite(
-        model=ocp.args.StandardSave({"params": state.params, "batch_stats": state.batch_stats}),
+        model=ocp.args.StandardSave(_model_item(state)),
         train=ocp.args.StandardSave(_train_item(np.asarray(step), state)),
         meta=ocp.args.JsonSave(dict(meta))), force=force)
     return step
@@ -160,7 +176,8 @@ class Checkpoints:
 
   def restore_model(self, template: Mapping[str, Any], step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None, training: bool = False):
-    """{'params', 'batch_stats'} of `step` (latest if None), shaped like `template`."""
+    """{'params', 'batch_stats'} of `step` (latest if None), shaped like `template`: the weights
+    to evaluate (the moving average, in a checkpoint that keeps one)."""
     step = self._resolve(step)
     if expected_meta is not None:
       check_compatible(self.restore_meta(step), expected_meta, f"{self.directory}/{step}",
@@ -181,14 +198,15 @@ class Checkpoints:
   def restore_state(self, state: train.TrainState, step: int | None = None,
                     expected_meta: Mapping[str, Any] | None = None) -> train.TrainState:
     """The full TrainState (params, statistics, optimizer, step) for resuming training."""
-    step, model = self.restore_model({"params": state.params, "batch_stats": state.batch_stats},
-                                     step, expected_meta, training=True)
+    step, model = self.restore_model(_model_item(state), step, expected_meta, training=True)
     with self._reading(step):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           train=ocp.args.StandardRestore(_abstract(_train_item(np.asarray(0), state)))))["train"]
-    return state.replace(step=np.asarray(restored["step"], np.int32), params=model["params"],
-                         batch_stats=model["batch_stats"], opt_state=restored["opt_state"],
-                         teacher_stats=restored.get("teacher_stats", {}))
+    trained = restored if state.ema else model
+    return state.replace(step=np.asarray(restored["step"], np.int32), params=trained["params"],
+                         batch_stats=trained["batch_stats"], opt_state=restored["opt_state"],
+                         teacher_stats=restored.get("teacher_stats", {}),
+                         ema=model if state.ema else {})
 
   def newest_readable_meta(self) -> tuple[int, dict[str, Any]] | None:
     """(step, meta) of the newest checkpoint whose meta reads, or None if there is no checkpoint.

@@ -113,6 +113,9 @@ def validate(config: Any, device_count: int, *, training: bool = True) -> None:
       momentum = config.get("teacher_stats_momentum", 0.99)
       if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
         problems.append(f"config.teacher_stats_momentum={momentum!r}: must be in [0, 1)")
+    decay = config.get("ema_decay", 0.0)
+    if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+      problems.append(f"config.ema_decay={decay!r}: must be in [0, 1) (0: no moving average)")
     if not config.data.get("labeled_list"):
       percent = config.data.labeled_percent
       if not (isinstance(percent, (int, float)) and 0 < percent <= 100):

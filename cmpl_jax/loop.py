@@ -240,8 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    f"{checkpoints.directory}; run the same command again to resume")
           return results
         if step % config.eval_every_steps == 0 or last:
-          results, confusion = run_evaluation(config, models, replicated.params,
-                                              replicated.batch_stats, classes, step)
+          results, confusion = run_evaluation(config, models, *train.eval_variables(replicated),
+                                              classes, step)
           writer.write_scalars(step, evaluate.scalar_summary(results))
           interval = per_class.take(step)
           if jax.process_index() == 0:

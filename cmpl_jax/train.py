@@ -121,6 +121,20 @@ class TrainState:
   opt_state: optax.OptState     # one optimizer over both models' params
   # {teacher model: ssl.TeacherStats}; empty unless a pseudo-label option needs them.
   teacher_stats: dict[str, Any] = flax.struct.field(default_factory=dict)
+  # {'params', 'batch_stats'}: moving average of the weights, what evaluation uses; empty
+  # unless config.ema_decay > 0.
+  ema: dict[str, Any] = flax.struct.field(default_factory=dict)
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+  return float(config.get("ema_decay", 0.0))
+
+
+def eval_variables(state: TrainState) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(params, batch_stats) that evaluation uses: the moving average when one is kept."""
+  if state.ema:
+    return state.ema["params"], state.ema["batch_stats"]
+  return state.params, state.batch_stats
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -173,8 +187,9 @@ def create_train_state(config: ml_collections.ConfigDict, models: Mapping[str, A
   num_classes = next(iter(models.values())).num_classes
   teacher_stats = {name: ssl.init_teacher_stats(num_classes)
                    for name in methods.teacher_stats_models(config)}
+  ema = {"params": params, "batch_stats": batch_stats} if ema_decay(config) > 0 else {}
   return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), teacher_stats=teacher_stats)
+                    opt_state=tx.init(params), teacher_stats=teacher_stats, ema=ema)
 
 
 def teacher_options(config: ml_collections.ConfigDict) -> ssl.TeacherOptions:
@@ -307,10 +322,18 @@ def train_step(state: TrainState, batch: Mapping[str, Any], rng: jax.Array, *,
     new_batch_stats = lax.pmean(new_batch_stats, axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  ema = state.ema
+  if ema:
+    # The decay ramps up as (1 + n) / (10 + n) after n steps (TF's ExponentialMovingAverage
+    # with num_updates): a short run's average is not dominated by the random init.
+    n = state.step.astype(jnp.float32)
+    decay = jnp.minimum(ema_decay(config), (1.0 + n) / (10.0 + n))
+    ema = jax.tree.map(lambda e, w: decay * e + (1.0 - decay) * w, ema,
+                       {"params": params, "batch_stats": new_batch_stats})
   metrics = lax.psum(metrics, axis_name)
   metrics["grad_norm"] = (optax.tree.norm(grads), jnp.ones((), jnp.float32))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_batch_stats,
-                            opt_state=opt_state, teacher_stats=teacher_stats)
+                            opt_state=opt_state, teacher_stats=teacher_stats, ema=ema)
   return new_state, metrics
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -205,3 +206,35 @@ def test_labeled_dataset_plus_an_unlabeled_folder(dataset, tmp_path):
                                          process_count=1, num_local_devices=1)
   labels = np.concatenate([next(batches)["unlabeled"]["label"].ravel() for _ in range(8)])
   assert 0.2 < np.mean(labels == -1) < 0.8 and np.all(labels[labels >= 0] < 3)
+
+
+def test_weight_average_is_what_training_evaluates_and_mode_eval_restores(dataset, tmp_path,
+                                                                            monkeypatch):
+  """With config.ema_decay, the evaluation during training runs on the moving average (the
+  weights the checkpoint serves), not on the trained weights, and --mode=eval agrees."""
+  from cmpl_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  _, data_dir = dataset
+  config = tiny_config("supervised", data_dir)
+  config.ema_decay = 0.9
+  evaluated = []
+  real = loop.run_evaluation
+
+  def recording(config, models, params, batch_stats, *args, **kwargs):
+    evaluated.append(jax.tree.map(lambda x: np.asarray(x[0]), (params, batch_stats)))
+    return real(config, models, params, batch_stats, *args, **kwargs)
+  monkeypatch.setattr(loop, "run_evaluation", recording)
+  workdir = str(tmp_path / "run")
+  results = loop.train_and_evaluate(config, workdir)
+  reader = checkpointing.Checkpoints(workdir, read_only=True)
+  _, served = reader.restore_arrays()
+  models = train.create_models(config, 3)
+  state = reader.restore_state(
+      train.create_train_state(config, models, jax.random.key(0), train.create_optimizer(config)),
+      expected_meta=reader.restore_meta())
+  (params, batch_stats), = evaluated   # one evaluation, at the last step
+  for a, b in zip(jax.tree.leaves((params, batch_stats)),
+                  jax.tree.leaves((served["params"], served["batch_stats"]))):
+    np.testing.assert_array_equal(a, b)
+  assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(state.params))) > 1e-4
+  assert loop.evaluate_checkpoint(config, workdir)["primary"] == results["primary"]

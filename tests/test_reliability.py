@@ -168,6 +168,7 @@ def test_bad_configurations_fail_before_compilation_naming_the_field(smoke_cache
                                                          c.data.synthetic.update(enabled=False)),
       "config.data.labeled_percent=0": lambda c: c.data.update(labeled_percent=0),
       "config.teacher_stats_momentum=1.0": lambda c: setattr(c, "teacher_stats_momentum", 1.0),
+      "config.ema_decay=1.0": lambda c: setattr(c, "ema_decay", 1.0),
   }
   for expected, mutate in cases.items():
     config = demo.get_config("cmpl,smoke")

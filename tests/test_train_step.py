@@ -163,3 +163,60 @@ def test_teacher_statistics_follow_the_global_batch_and_survive_a_checkpoint(tmp
   # Evaluation needs only the weights: the options do not matter there.
   reader.restore_model({"params": plain_state.params, "batch_stats": plain_state.batch_stats},
                        expected_meta=checkpointing.describe(plain, [str(k) for k in range(5)]))
+
+
+def test_weight_average_follows_its_ramp_and_is_what_the_checkpoint_serves(tmp_path):
+  """With config.ema_decay, each step folds the new weights and BatchNorm statistics into their
+  moving average with decay min(ema_decay, (1 + n) / (10 + n)) after n steps; the checkpoint's
+  model item (what evaluation and prediction read) is that average, while resuming gets back
+  the trained weights and the average apart; resuming with the average off is refused."""
+  from cmpl_jax import checkpointing
+  config = tiny_config("supervised")   # both models (the auxiliary trains supervised)
+  config.ema_decay = 0.5
+  models = train.create_models(config, num_classes=5)
+  tx = train.create_optimizer(config)
+  initial = train.create_train_state(config, models, jax.random.key(0), tx)
+  step = jax.pmap(functools.partial(train.train_step, models=models, tx=tx, config=config),
+                  axis_name=train.AXIS_NAME, devices=jax.local_devices()[:1], in_axes=(0, 0, None))
+  states = [jax.tree.map(lambda x: np.asarray(x)[None], initial)]
+  for seed in range(2):
+    states.append(step(states[-1], random_batch(config, 1, seed=seed), jax.random.key(1))[0])
+  states = [jax.tree.map(lambda x: np.asarray(x[0]), s) for s in states]
+  assert set(states[2].ema["params"]) == {"primary", "auxiliary"}
+  expected = {"params": initial.params, "batch_stats": initial.batch_stats}
+  for n, decay in ((0, 0.1), (1, 2 / 11)):
+    trained = {"params": states[n + 1].params, "batch_stats": states[n + 1].batch_stats}
+    expected = jax.tree.map(lambda e, w, d=decay: d * np.asarray(e) + (1 - d) * w,
+                            expected, trained)
+    leaves = jax.tree_util.tree_leaves_with_path(states[n + 1].ema)
+    assert len(leaves) == len(jax.tree.leaves(expected)) > 0
+    for (path, got), want, w in zip(leaves, jax.tree.leaves(expected), jax.tree.leaves(trained)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(states[2].ema["params"]),
+                                               jax.tree.leaves(states[2].params))]
+  assert max(moved) > 1e-3   # the average is not the trained weights
+  assert train.eval_variables(states[2]) == (states[2].ema["params"], states[2].ema["batch_stats"])
+
+  meta = checkpointing.describe(config, [str(k) for k in range(5)])
+  assert meta["ema_decay"] == 0.5
+  saver = checkpointing.Checkpoints(str(tmp_path))
+  saver.save(states[2], meta)
+  saver.close()
+  reader = checkpointing.Checkpoints(str(tmp_path), read_only=True)
+  _, served = reader.restore_arrays()
+  for a, b in zip(jax.tree.leaves(served), jax.tree.leaves(states[2].ema)):
+    np.testing.assert_array_equal(a, b)
+  assert jax.tree.structure(served) == jax.tree.structure(states[2].ema)
+  restored = reader.restore_state(initial, expected_meta=meta)
+  for got, want in ((restored.params, states[2].params), (restored.ema, states[2].ema),
+                    (restored.batch_stats, states[2].batch_stats)):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
+  assert int(restored.step) == 2
+  plain = tiny_config("supervised")
+  plain_state = train.create_train_state(plain, models, jax.random.key(0), tx)
+  assert plain_state.ema == {}
+  with pytest.raises(ValueError, match="config.ema_decay: checkpoint 0.5, config 0.0"):
+    reader.restore_state(plain_state, expected_meta=checkpointing.describe(
+        plain, [str(k) for k in range(5)]))
