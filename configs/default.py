@@ -98,7 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Moving average of both models' weights (and BatchNorm statistics) with this decay per step,
   # 0 = off: evaluation, prediction and the checkpoint's model item then use the average
   # (README "Pseudo-label options and weight averaging"). FixMatch evaluates such an average
-  # (decay 0.999); the pseudo-labels still come from the trained weights. Costs one more copy of the weights.
+  # (decay 0.999); the pseudo-labels still come from the trained weights. Costs one more copy
+  # of the weights.
   config.ema_decay = 0.0
   # BatchNorm batches of a step: 'joint' (labeled + weak + strong in one forward pass, as
   # FixMatch) or 'separate' (one pass each; running statistics from the labeled clips).
