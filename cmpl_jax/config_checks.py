@@ -61,6 +61,26 @@ def _choice(problems: list[str], field: str, value: Any, allowed) -> bool:
   return True
 
 
+def synthetic_cache(settings: Any, data_dir: str, raw_dir: str) -> dict[str, Any]:
+  """The generator's arguments for `config.data.synthetic`; refuses a cache made otherwise.
+
+  `raw_dir` holds the generated videos of `data_dir`. A dataset cached there with other
+  settings must not stand in for the one asked for (the converted records alone would not
+  tell).
+  """
+  from cmpl_jax.data import synthetic, synthetic_scene  # pylint: disable=g-import-not-at-top
+  wanted = dict(num_classes=settings.classes, videos_per_class=settings.videos_per_class,
+                seed=settings.seed, num_frames=settings.num_frames,
+                size=(settings.height, settings.width),
+                pass_frames=tuple(settings.get("pass_frames", synthetic_scene.PERIOD_FRAMES)))
+  try:
+    synthetic.check_settings(raw_dir, synthetic.dataset_settings(**wanted))
+  except ValueError as e:
+    raise ConfigError(f"config.data.dir={data_dir!r}: {e}; config.data.synthetic asks for "
+                      f"another dataset, so give it its own config.data.dir") from e
+  return wanted
+
+
 def validate(config: Any, device_count: int, *, training: bool = True) -> None:
   """Raises ConfigError listing every invalid field; `device_count` is the global count."""
   problems: list[str] = []

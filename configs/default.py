@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
       classes=12, videos_per_class=56, seed=0,   # see `python -m cmpl_jax.data.synthetic`
       num_frames=64, height=64, width=80,        # stored videos
       short_side=0,                              # converter --short_side (0 = keep)
+      pass_frames=(20.0, 32.0),                  # motion speed: frames per crossing
       num_workers=2))
   config.data.shuffle_buffer = 256      # tfds source only: shuffle buffer of the unlabeled stream
                                         # (encoded videos held in memory; the tfrecord source

@@ -137,6 +137,52 @@ def test_motion_factor_is_flip_invariant_and_hidden_in_single_frames():
   assert starts[:, 1].min() < 20 and starts[:, 1].max() > 60
 
 
+def test_pass_frames_sets_the_speed_and_guards_the_cache(tmp_path):
+  """--pass_frames changes the speed only; a folder of another speed is refused, never reused."""
+  for frames in (12.0, 40.0):
+    scene = synthetic_scene.sample_scene("Disc", "Rising", np.random.default_rng(0), 64, 80,
+                                         pass_frames=(frames, frames))
+    assert scene.velocity == pytest.approx((-64 / frames, 0.0))
+  default = synthetic_scene.sample_scene("Disc", "Rising", np.random.default_rng(0), 64, 80)
+  same_range = synthetic_scene.sample_scene("Disc", "Rising", np.random.default_rng(0), 64, 80,
+                                            synthetic_scene.PERIOD_FRAMES)
+  assert default.velocity == same_range.velocity and default.position == same_range.position
+
+  from cmpl_jax.data import demo_data  # pylint: disable=g-import-not-at-top
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config("cmpl,smoke")
+  config.data.dir = str(tmp_path / "tfrecords")
+  config.data.synthetic.update(num_frames=4, pass_frames=(10.0, 12.0))
+  raw = demo_data.raw_dir(config.data.dir)
+  s = config.data.synthetic
+  synthetic.generate(raw, num_classes=s.classes, videos_per_class=s.videos_per_class,
+                     seed=s.seed, num_frames=4, size=(s.height, s.width), num_workers=0,
+                     progress=False, pass_frames=(10, 12))
+  with open(os.path.join(raw, synthetic.CONFIG_FILENAME), encoding="utf-8") as f:
+    assert json.load(f)["pass_frames"] == [10.0, 12.0]
+  # Even once converted (a metadata.json in data.dir), the cache is checked, not trusted.
+  os.makedirs(config.data.dir)
+  with open(os.path.join(config.data.dir, "metadata.json"), "w", encoding="utf-8") as f:
+    f.write("{}")
+  config.data.synthetic.pass_frames = (20.0, 32.0)
+  with pytest.raises(ValueError, match=r"config.data.dir=.*pass_frames.*own config.data.dir"):
+    demo_data.ensure(config)
+  config.data.synthetic.pass_frames = (10.0, 12.0)
+  assert demo_data.ensure(config) == config.data.dir
+  # A folder from before the flag existed (no pass_frames recorded) was made at the default.
+  path = os.path.join(raw, synthetic.CONFIG_FILENAME)
+  with open(path, encoding="utf-8") as f:
+    recorded = json.load(f)
+  del recorded["pass_frames"]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(recorded, f)
+  assert synthetic.check_settings(raw, synthetic.dataset_settings(
+      s.classes, s.videos_per_class, s.seed, 4, (s.height, s.width)))
+  with pytest.raises(ValueError, match="pass_frames"):
+    synthetic.check_settings(raw, synthetic.dataset_settings(
+        s.classes, s.videos_per_class, s.seed, 4, (s.height, s.width), pass_frames=(10, 12)))
+
+
 def test_resume_after_interruption(tmp_path):
   out = str(tmp_path / "raw")
   kwargs = dict(seed=1, num_workers=0, progress=False, num_classes=3, videos_per_class=4,
@@ -162,7 +208,9 @@ def test_resume_after_interruption(tmp_path):
 @pytest.mark.parametrize("kwargs, flag", [
     (dict(num_classes=0), "--classes"), (dict(num_classes=99), "--classes"),
     (dict(videos_per_class=3), "--videos_per_class"), (dict(size=(31, 40)), "--height"),
-    (dict(num_frames=1), "--num_frames"), (dict(seed=-1), "--seed")])
+    (dict(num_frames=1), "--num_frames"), (dict(seed=-1), "--seed"),
+    (dict(pass_frames=(2, 8)), "--pass_frames"), (dict(pass_frames=(30, 20)), "--pass_frames"),
+    (dict(pass_frames=(20,)), "--pass_frames")])
 def test_bad_values_name_the_flag(tmp_path, kwargs, flag):
   with pytest.raises(ValueError, match=flag):
     synthetic.generate(str(tmp_path), progress=False, **kwargs)
@@ -181,13 +229,16 @@ def test_write_video_round_trip(tmp_path, ext):
 def test_cli(tmp_path):
   out = str(tmp_path / "raw")
   cmd = [sys.executable, "-m", "cmpl_jax.data.synthetic", f"--output_dir={out}", "--classes=3",
-         "--videos_per_class=4", "--num_frames=3", "--height=32", "--width=32", "--seed=5"]
+         "--videos_per_class=4", "--num_frames=3", "--height=32", "--width=32", "--seed=5",
+         "--pass_frames=10,14"]
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
   result = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, env=env, timeout=120)
   assert result.returncode == 0, result.stderr
   assert json.loads(result.stdout.strip().splitlines()[-1])["num_videos"] == 12
   assert len(_lines(os.path.join(out, "ucfTrainTestlist", "classInd.txt"))) == 3
+  with open(os.path.join(out, synthetic.CONFIG_FILENAME), encoding="utf-8") as f:
+    assert json.load(f)["pass_frames"] == [10.0, 14.0]
   bad = subprocess.run(cmd[:4] + ["--classes=100"], capture_output=True, text=True, cwd=repo,
                        env=env, timeout=120)
   assert bad.returncode != 0 and "--classes=100" in bad.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cmpl_jax import config_checks
 from cmpl_jax.data import convert, records, synthetic
 
 
@@ -26,13 +27,12 @@ def ensure(config: Any) -> str | None:
   data_dir = config.data.dir
   if not data_dir:
     raise ValueError("config.data.synthetic.enabled needs config.data.dir (where to put it)")
+  raw = raw_dir(data_dir)
+  wanted = config_checks.synthetic_cache(settings, data_dir, raw)
   if os.path.exists(os.path.join(data_dir, records.METADATA_FILENAME)):
     return data_dir
-  raw = raw_dir(data_dir)
   print(f"building the synthetic dataset in {raw} (first run only)", flush=True)
-  synthetic.generate(raw, num_classes=settings.classes, videos_per_class=settings.videos_per_class,
-                     seed=settings.seed, num_frames=settings.num_frames,
-                     size=(settings.height, settings.width), num_workers=settings.num_workers)
+  synthetic.generate(raw, num_workers=settings.num_workers, **wanted)
   convert.convert(dataset="ucf101", input_dir=os.path.join(raw, synthetic.VIDEOS_DIRNAME),
                   splits_dir=os.path.join(raw, synthetic.SPLITS_DIRNAME), split_id=1,
                   output_dir=data_dir, short_side=settings.short_side,

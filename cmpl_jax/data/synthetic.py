@@ -28,7 +28,8 @@ kept, and the split lists and the "complete" flag are written last, so re-runnin
 interrupted command finishes the dataset.
 
   python -m cmpl_jax.data.synthetic --output_dir=/tmp/synth_raw [--classes=12
-      --videos_per_class=56 --seed=0 --num_frames=64 --height=64 --width=80 --num_workers=2]
+      --videos_per_class=56 --seed=0 --num_frames=64 --height=64 --width=80 --num_workers=2
+      --pass_frames=20,32]
 """
 from __future__ import annotations
 
@@ -193,13 +194,15 @@ def write_video(path: str, frames: np.ndarray, fps: float, *, codec: str | None 
       container.mux(packet)
 
 
-def _write_one(job: tuple[str, ClassSpec, int, int, int, int, int, float]) -> str:
+def _write_one(job: tuple[str, ClassSpec, int, int, int, int, int, float, tuple[float, float]]
+               ) -> str:
   """Renders and writes one video (pool worker); skips it if it is already on disk."""
-  path, spec, seed, index, num_frames, height, width, fps = job
+  path, spec, seed, index, num_frames, height, width, fps, pass_frames = job
   if os.path.exists(path):
     return "skipped"
   rng = np.random.default_rng(video_seed(seed, spec, index))
-  frames = synthetic_scene.render_video(spec.shape, spec.motion, rng, num_frames, height, width)
+  frames = synthetic_scene.render_video(spec.shape, spec.motion, rng, num_frames, height, width,
+                                        pass_frames)
   tmp_path = os.path.join(os.path.dirname(path),
                           f".{os.path.basename(path)}.{os.getpid()}.partial")
   write_video(tmp_path, frames, fps, codec="mpeg4", container_format="avi")
@@ -212,6 +215,14 @@ def _write_text(path: str, lines: Sequence[str]) -> None:
   fileio.write_atomic(path, "".join(line + "\r\n" for line in lines), encoding="ascii")
 
 
+def _parse_pass_frames(pass_frames: Sequence[float]) -> tuple[float, float]:
+  values = tuple(float(v) for v in pass_frames)
+  if len(values) != 2 or not 2.0 < values[0] <= values[1]:
+    raise ValueError(f"--pass_frames={','.join(map(str, pass_frames))}: must be MIN,MAX with "
+                     f"2 < MIN <= MAX (stored frames per crossing of the frame)")
+  return values
+
+
 def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
   height, width = (size, size) if isinstance(size, int) else tuple(size)
   for flag, value in (("height", height), ("width", width)):
@@ -220,12 +231,46 @@ def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
   return int(height), int(width)
 
 
+def dataset_settings(num_classes: int, videos_per_class: int, seed: int, num_frames: int,
+                     size: int | Sequence[int], fps: float = 25.0,
+                     pass_frames: Sequence[float] = synthetic_scene.PERIOD_FRAMES
+                     ) -> dict[str, Any]:
+  """What synthetic.json records of the settings that decide the videos' content."""
+  height, width = _parse_size(size)
+  return dict(generator="cmpl_jax.data.synthetic", format_version=FORMAT_VERSION,
+              num_classes=num_classes, videos_per_class=videos_per_class, seed=seed,
+              num_frames=num_frames, height=height, width=width, fps=fps,
+              pass_frames=list(_parse_pass_frames(pass_frames)))
+
+
+def check_settings(output_dir: str, settings: dict[str, Any]) -> bool:
+  """Whether `output_dir` holds a dataset of this generator; raises if made with other settings.
+
+  `settings` maps the keys of synthetic.json (those `generate` writes) to the wanted values.
+  """
+  config_path = os.path.join(output_dir, CONFIG_FILENAME)
+  if not os.path.exists(config_path):
+    return False
+  with open(config_path, encoding="utf-8") as f:
+    previous = json.load(f)
+  # Folders written before the speed could be chosen used the default speed.
+  previous.setdefault("pass_frames", list(synthetic_scene.PERIOD_FRAMES))
+  differing = {k: previous.get(k) for k in settings if previous.get(k) != settings[k]}
+  if differing:
+    raise ValueError(
+        f"{output_dir} holds a synthetic dataset made with other settings ({differing}, "
+        f"asked for { {k: settings[k] for k in differing} }); pick another folder or delete it")
+  return True
+
+
 def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
              seed: int = 0, num_frames: int = 64, size: int | Sequence[int] = (64, 80),
-             fps: float = 25.0, num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
+             fps: float = 25.0, num_workers: int = 2, progress: bool = True,
+             pass_frames: Sequence[float] = synthetic_scene.PERIOD_FRAMES) -> dict[str, Any]:
   """Writes the dataset (see the module docstring) and returns a summary.
 
-  `size` is (height, width) or one number for square frames. The default (12 classes x 56
+  `size` is (height, width) or one number for square frames. `pass_frames` is the (min, max)
+  number of stored frames a moving target takes to cross the frame once (its speed). The default (12 classes x 56
   videos) gives split 1 40 train and 16 test videos per class, 672 videos in all.
   num_workers > 1 renders in "spawn" worker processes, so a calling script needs the usual
   `if __name__ == "__main__":` guard.
@@ -244,23 +289,16 @@ def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
     raise ValueError(f"--fps={fps}: must be positive")
   if num_workers < 0:
     raise ValueError(f"--num_workers={num_workers}: must be >= 0 (0 or 1 = in this process)")
-  height, width = _parse_size(size)
+  settings = dataset_settings(num_classes, videos_per_class, seed, num_frames, size, fps,
+                              pass_frames)
+  height, width = settings["height"], settings["width"]
+  pass_frames = tuple(settings["pass_frames"])
 
   videos_dir = os.path.join(output_dir, VIDEOS_DIRNAME)
   splits_dir = os.path.join(output_dir, SPLITS_DIRNAME)
-  settings = dict(generator="cmpl_jax.data.synthetic", format_version=FORMAT_VERSION,
-                  num_classes=num_classes, videos_per_class=videos_per_class, seed=seed,
-                  num_frames=num_frames, height=height, width=width, fps=fps)
   config_path = os.path.join(output_dir, CONFIG_FILENAME)
-  if os.path.exists(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      previous = json.load(f)
-    if {k: previous.get(k) for k in settings} != settings:
-      raise ValueError(
-          f"--output_dir={output_dir} holds a synthetic dataset made with other settings "
-          f"({ {k: previous.get(k) for k in settings if previous.get(k) != settings[k]} }); "
-          f"pick another folder or delete it")
-  elif os.path.isdir(videos_dir) and os.listdir(videos_dir):
+  if not check_settings(output_dir, settings) and os.path.isdir(videos_dir) and os.listdir(
+      videos_dir):
     raise ValueError(f"--output_dir={output_dir} already holds a UCF-101 folder that this "
                      f"generator did not write; pick another folder")
   os.makedirs(splits_dir, exist_ok=True)
@@ -276,7 +314,7 @@ def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
       relpath = video_relpath(spec.name, group, clip)
       entries.append((label, relpath, group))
       jobs.append((os.path.join(videos_dir, relpath), spec, seed, index, num_frames, height,
-                   width, fps))
+                   width, fps, pass_frames))
 
   counts = {"written": 0, "skipped": 0}
   with tqdm.tqdm(total=len(jobs), desc="synthetic videos", unit="video",
@@ -333,6 +371,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer("width", 80, "Frame width in pixels (even).")
   flags.DEFINE_float("fps", 25.0, "Frame rate written into the files.")
   flags.DEFINE_integer("num_workers", 2, "Processes rendering videos (0 or 1: in-process).")
+  flags.DEFINE_list("pass_frames", [str(v) for v in synthetic_scene.PERIOD_FRAMES],
+                    "MIN,MAX stored frames a moving target takes to cross the frame once "
+                    "(uniform per video): lower is faster.")
   flags.mark_flag_as_required("output_dir")
 
 
@@ -344,7 +385,7 @@ def main(argv: Sequence[str]) -> None:
   try:
     summary = generate(f.output_dir, num_classes=f.classes, videos_per_class=f.videos_per_class,
                        seed=f.seed, num_frames=f.num_frames, size=(f.height, f.width),
-                       fps=f.fps, num_workers=f.num_workers)
+                       fps=f.fps, num_workers=f.num_workers, pass_frames=f.pass_frames)
   except ValueError as e:  # a bad flag value: say which, without a traceback
     raise SystemExit(f"error: {e}") from e
   print(json.dumps({k: summary[k] for k in ("output_dir", "num_videos", "num_written",

@@ -13,10 +13,11 @@ Why the scene looks the way it does (see README, "The demo"): the class is the p
 * Motion factor: `MOTIONS`, all invariant to horizontal flips and scale-jitter crops (training
   applies both): rising and falling (vertical flips are never applied) and sliding sideways, whose
   left/right direction is random per video, so a flip maps a sliding video to another sliding one.
-  The speed is large: one pass across the frame height takes 20-32 stored frames, so an 8-frame
-  clip with stride 2 sees the target travel 45-70% of the frame height (stride 4: 90-145%), and
-  the direction stays unambiguous (a step between sampled frames is under half the frame up to
-  stride 8).
+  The speed is large: one pass across the frame height takes 20-32 stored frames by default
+  (`pass_frames`), so an 8-frame clip with stride 2 sees the target travel 45-70% of the frame
+  height (stride 4: 90-145%), and the direction stays unambiguous (a step between sampled
+  frames is under half the frame up to stride 8; with passes under 16 frames a stride-8 step
+  exceeds half the frame and its direction aliases).
 * A single frame must not reveal the motion: the scene lives on a torus. Every coordinate of
   every object wraps around the frame edges (drawn split across opposite edges when it crosses
   one), the background is a tileable texture, and the target's position is uniform over the
@@ -38,7 +39,8 @@ PATTERNS = {"Disc": "solid", "Triangle": "hstripes", "Cross": "checks", "Ring": 
             "Square": "vstripes", "Star": "solid", "Hourglass": "checks", "Diamond": "hstripes"}
 MOTIONS = ("Rising", "Falling", "Sliding")
 
-# One pass of the target across the frame takes this many stored frames (uniform per video).
+# One pass of the target across the frame takes this many stored frames (uniform per video);
+# the default of `pass_frames` below and of the generator's --pass_frames.
 PERIOD_FRAMES = (20.0, 32.0)
 # Target radius as a fraction of the frame's short side (large: crops keep it recognisable).
 RADIUS_FRACTION = (0.22, 0.28)
@@ -169,9 +171,13 @@ class Scene:
   noise_std: float
 
 
-def sample_scene(shape: str, motion: str, rng: np.random.Generator, height: int, width: int
-                 ) -> Scene:
-  """Draws one video's scene. All randomness comes from `rng`, in a fixed order."""
+def sample_scene(shape: str, motion: str, rng: np.random.Generator, height: int, width: int,
+                 pass_frames: tuple[float, float] = PERIOD_FRAMES) -> Scene:
+  """Draws one video's scene. All randomness comes from `rng`, in a fixed order.
+
+  `pass_frames`: (min, max) stored frames the target takes to cross the frame height once,
+  uniform per video: the motion's speed, and so how far it moves between sampled frames.
+  """
   if shape not in SHAPES:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
   if motion not in MOTIONS:
@@ -184,7 +190,7 @@ def sample_scene(shape: str, motion: str, rng: np.random.Generator, height: int,
   main = _contrasting_color(rng, [base])
   second = _contrasting_color(rng, [base, main])  # the pattern's other colour
   color = fill[..., None] * main + (1 - fill[..., None]) * second
-  speed = height / rng.uniform(*PERIOD_FRAMES)  # the same pixel speeds for every motion
+  speed = height / rng.uniform(*pass_frames)  # the same pixel speeds for every motion
   position = (rng.uniform(0, height), rng.uniform(0, width))  # uniform on the torus
   if motion == "Rising":
     velocity = (-speed, 0.0)
@@ -221,9 +227,10 @@ def draw(scene: Scene, num_frames: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_video(shape: str, motion: str, rng: np.random.Generator, num_frames: int,
-                 height: int, width: int) -> np.ndarray:
+                 height: int, width: int, pass_frames: tuple[float, float] = PERIOD_FRAMES
+                 ) -> np.ndarray:
   """Samples a scene and draws it: uint8 [num_frames, height, width, 3] (RGB).
 
   A seeded `rng` gives the same frames on every machine.
   """
-  return draw(sample_scene(shape, motion, rng, height, width), num_frames, rng)
+  return draw(sample_scene(shape, motion, rng, height, width, pass_frames), num_frames, rng)
