@@ -270,8 +270,9 @@ def generate(output_dir: str, num_classes: int = 12, videos_per_class: int = 56,
   """Writes the dataset (see the module docstring) and returns a summary.
 
   `size` is (height, width) or one number for square frames. `pass_frames` is the (min, max)
-  number of stored frames a moving target takes to cross the frame once (its speed). The default (12 classes x 56
-  videos) gives split 1 40 train and 16 test videos per class, 672 videos in all.
+  number of stored frames a moving target takes to cross the frame once (its speed). The
+  default (12 classes x 56 videos) gives split 1 40 train and 16 test videos per class, 672
+  videos in all.
   num_workers > 1 renders in "spawn" worker processes, so a calling script needs the usual
   `if __name__ == "__main__":` guard.
   """
