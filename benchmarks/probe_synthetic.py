@@ -18,7 +18,8 @@ For each it prints top-1 on the split-1 test list, and how often the predicted c
 right shape and the right motion, next to chance and the appearance ceiling. About 4 minutes
 on 2 CPU cores with the defaults:
 
-  cd /work/main && python benchmarks/probe_synthetic.py [--data_dir=/tmp/probe_raw --leak_check]
+  cd /work/main && python benchmarks/probe_synthetic.py [--data_dir=/tmp/probe_raw --leak_check
+      --pass_frames=20,32]
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import av  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from cmpl_jax.data import synthetic
+from cmpl_jax.data import synthetic_scene
 
 
 def decode(path: str) -> np.ndarray:
@@ -62,12 +64,18 @@ def load_split(raw_dir: str, split_id: int = 1, num_workers: int = 2
   return classes, out
 
 
+def _pass_frames(text: str) -> tuple[float, ...]:
+  return tuple(float(v) for v in text.split(","))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", default="", help="raw dataset folder ('' = a temp folder)")
   parser.add_argument("--classes", type=int, default=12)
   parser.add_argument("--videos_per_class", type=int, default=56)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--pass_frames", type=_pass_frames, default=synthetic_scene.PERIOD_FRAMES,
+                      help="MIN,MAX stored frames per crossing of the frame (the speed)")
   parser.add_argument("--crop", type=int, default=32, help="training/eval crop side (pixels)")
   parser.add_argument("--min_area", type=float, default=0.25, help="scale-jitter minimum area")
   parser.add_argument("--clip_frames", type=int, default=8)
@@ -84,7 +92,7 @@ def main() -> None:
   raw_dir = args.data_dir or scratch.name
   summary = synthetic.generate(raw_dir, num_classes=args.classes,
                                videos_per_class=args.videos_per_class, seed=args.seed,
-                               progress=False)
+                               pass_frames=args.pass_frames, progress=False)
   t_gen = time.time() - t0
   classes, data = load_split(raw_dir)
   if scratch is not None:
