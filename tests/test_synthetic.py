@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from cmpl_jax.data import synthetic, synthetic_scene
+from cmpl_jax.data import synthetic, synthetic_scene, video_io
 
 SMALL = dict(num_classes=6, videos_per_class=5, num_frames=6, size=(32, 40), fps=25.0)
 
@@ -183,6 +183,25 @@ def test_pass_frames_sets_the_speed_and_guards_the_cache(tmp_path):
         s.classes, s.videos_per_class, s.seed, 4, (s.height, s.width), pass_frames=(10, 12)))
 
 
+def test_shape_order_is_recorded_and_old_folders_are_told_apart(tmp_path):
+  """Folders from before Ring became the third shape: 6 classes still match, 9 are refused."""
+  assert synthetic.class_shapes(6) == ["Disc", "Triangle"]
+  assert synthetic.class_shapes(7) == synthetic.class_shapes(9) == ["Disc", "Triangle", "Ring"]
+  assert [s.shape for s in synthetic.class_specs(9)].count("Ring") == 3
+  path = tmp_path / synthetic.CONFIG_FILENAME
+  for classes, still_valid in ((6, True), (9, False)):
+    wanted = synthetic.dataset_settings(classes, 4, 1, 8, (32, 40))
+    assert wanted["shapes"] == synthetic.class_shapes(classes)
+    path.write_text(json.dumps({k: v for k, v in wanted.items() if k != "shapes"}))
+    if still_valid:
+      assert synthetic.check_settings(str(tmp_path), wanted)
+    else:
+      with pytest.raises(ValueError, match=r"'shapes': \['Disc', 'Triangle', 'Cross'\]"):
+        synthetic.check_settings(str(tmp_path), wanted)
+  path.write_text(json.dumps(wanted))  # recorded by today's generator
+  assert synthetic.check_settings(str(tmp_path), wanted)
+
+
 def test_resume_after_interruption(tmp_path):
   out = str(tmp_path / "raw")
   kwargs = dict(seed=1, num_workers=0, progress=False, num_classes=3, videos_per_class=4,
@@ -220,7 +239,7 @@ def test_bad_values_name_the_flag(tmp_path, kwargs, flag):
 def test_write_video_round_trip(tmp_path, ext):
   frames = synthetic_scene.render_video("Ring", "Sliding", np.random.default_rng(0), 5, 32, 48)
   path = str(tmp_path / f"clip{ext}")
-  synthetic.write_video(path, frames, fps=30)
+  video_io.write_video(path, frames, fps=30)
   decoded = _decode(path)
   assert decoded.shape == frames.shape
   assert np.abs(decoded.astype(int) - frames).mean() < 10  # lossy 4:2:0, small frames

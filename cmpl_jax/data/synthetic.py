@@ -34,7 +34,6 @@ interrupted command finishes the dataset.
 from __future__ import annotations
 
 import dataclasses
-import fractions
 import glob
 import json
 import multiprocessing
@@ -42,12 +41,11 @@ import os
 import time
 from typing import Any, Sequence
 
-import av
 import numpy as np
 import tqdm
 
 from cmpl_jax import fileio
-from cmpl_jax.data import synthetic_scene
+from cmpl_jax.data import synthetic_scene, video_io
 from cmpl_jax.data.synthetic_scene import MOTIONS, SHAPES
 
 VIDEOS_DIRNAME = "UCF-101"
@@ -89,6 +87,11 @@ def class_specs(num_classes: int) -> list[ClassSpec]:
   return sorted((ClassSpec(m + s, s, m) for s, m in pairs), key=lambda c: c.name)
 
 
+def class_shapes(num_classes: int, order: Sequence[str] = SHAPES) -> list[str]:
+  """The shapes a dataset of `num_classes` classes is made of, in `order`'s order."""
+  return list(order[:-(-num_classes // len(MOTIONS))])
+
+
 def class_names(num_classes: int) -> list[str]:
   """Class names in classInd.txt order (label index = position)."""
   return [c.name for c in class_specs(num_classes)]
@@ -125,75 +128,6 @@ def video_seed(seed: int, spec: ClassSpec, index: int) -> np.random.SeedSequence
       [seed, SHAPES.index(spec.shape), MOTIONS.index(spec.motion), index])
 
 
-# Encoders by container (first one available wins); quantiser / CRF tuned for small frames.
-_CONTAINERS = {".avi": "avi", ".mp4": "mp4", ".mkv": "matroska", ".mov": "mov",
-               ".webm": "webm"}
-_CODECS = {".avi": ("mpeg4", "mjpeg"), ".mp4": ("libx264", "h264", "mpeg4"),
-           ".mkv": ("libx264", "h264", "mpeg4"), ".mov": ("libx264", "h264", "mpeg4"),
-           ".webm": ("libvpx-vp9", "libvpx")}
-
-
-def _pick_codec(ext: str) -> str:
-  if ext not in _CODECS:
-    raise ValueError(f"cannot write {ext!r} videos; use one of {sorted(_CODECS)}")
-  for codec in _CODECS[ext]:
-    try:
-      av.codec.Codec(codec, "w")  # an encoder, not only a decoder, of that name
-      return codec
-    except (av.codec.codec.UnknownCodecError, ValueError):
-      continue
-  raise RuntimeError(f"none of the encoders {_CODECS[ext]} for {ext} is in this PyAV build")
-
-
-def write_video(path: str, frames: np.ndarray, fps: float, *, codec: str | None = None,
-                container_format: str | None = None) -> None:
-  """Encodes uint8 RGB frames [T, H, W, 3] into a video file with PyAV.
-
-  The codec follows the extension (.avi: MPEG-4 with the XVID tag as in UCF-101; .mp4, .mkv,
-  .mov: H.264; .webm: VP9) unless `codec` is given; `container_format` lets the caller write
-  to a temporary name whose extension says nothing. Encoding is single-threaded with a fixed
-  quality, so the same frames give the same bytes.
-  """
-  frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-  num_frames, height, width, _ = frames.shape
-  if num_frames == 0:
-    raise ValueError(f"no frames to write to {path}")
-  if height % 2 or width % 2:
-    raise ValueError(f"frame size {height}x{width} must be even (4:2:0 chroma) for {path}")
-  if fps <= 0:
-    raise ValueError(f"fps={fps} must be positive")
-  ext = os.path.splitext(path)[1].lower()
-  if container_format is None:
-    if ext not in _CONTAINERS:
-      raise ValueError(f"cannot tell the container of {path!r}; use one of {sorted(_CONTAINERS)}")
-    container_format = _CONTAINERS[ext]
-  codec = codec or _pick_codec(ext)
-  rate = fractions.Fraction(fps).limit_denominator(1001)
-  with av.open(path, "w", format=container_format) as container:
-    stream = container.add_stream(codec, rate=rate)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    if codec == "mjpeg":
-      stream.pix_fmt = "yuvj420p"
-    context = stream.codec_context
-    context.thread_count = 1
-    if codec in ("mpeg4", "mjpeg"):
-      context.qscale = True  # fixed quantiser: near-lossless at these sizes
-      context.global_quality = 2 * 118  # q=2 (118 = FF_QP2LAMBDA)
-      if codec == "mpeg4" and container_format == "avi":
-        context.codec_tag = "XVID"
-    elif codec in ("libx264", "h264"):
-      context.options = {"crf": "16", "preset": "veryfast"}
-    elif codec.startswith("libvpx"):
-      context.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
-    for frame in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
-
-
 def _write_one(job: tuple[str, ClassSpec, int, int, int, int, int, float, tuple[float, float]]
                ) -> str:
   """Renders and writes one video (pool worker); skips it if it is already on disk."""
@@ -205,7 +139,7 @@ def _write_one(job: tuple[str, ClassSpec, int, int, int, int, int, float, tuple[
                                         pass_frames)
   tmp_path = os.path.join(os.path.dirname(path),
                           f".{os.path.basename(path)}.{os.getpid()}.partial")
-  write_video(tmp_path, frames, fps, codec="mpeg4", container_format="avi")
+  video_io.write_video(tmp_path, frames, fps, codec="mpeg4", container_format="avi")
   os.replace(tmp_path, path)  # atomic: a video on disk under its final name is complete
   return "written"
 
@@ -240,7 +174,8 @@ def dataset_settings(num_classes: int, videos_per_class: int, seed: int, num_fra
   return dict(generator="cmpl_jax.data.synthetic", format_version=FORMAT_VERSION,
               num_classes=num_classes, videos_per_class=videos_per_class, seed=seed,
               num_frames=num_frames, height=height, width=width, fps=fps,
-              pass_frames=list(_parse_pass_frames(pass_frames)))
+              pass_frames=list(_parse_pass_frames(pass_frames)),
+              shapes=class_shapes(num_classes))
 
 
 def check_settings(output_dir: str, settings: dict[str, Any]) -> bool:
@@ -255,6 +190,10 @@ def check_settings(output_dir: str, settings: dict[str, Any]) -> bool:
     previous = json.load(f)
   # Folders written before the speed could be chosen used the default speed.
   previous.setdefault("pass_frames", list(synthetic_scene.PERIOD_FRAMES))
+  # ... and the shape order of then: their 6-class datasets match today's, 9-class ones do not.
+  if "shapes" not in previous and isinstance(previous.get("num_classes"), int):
+    previous["shapes"] = class_shapes(previous["num_classes"],
+                                      synthetic_scene.SHAPES_BEFORE_RING)
   differing = {k: previous.get(k) for k in settings if previous.get(k) != settings[k]}
   if differing:
     raise ValueError(

@@ -1,5 +1,8 @@
 """Video file -> frames: PyAV decode, fps resampling, resize, upright, then JPEG or arrays.
 
+The way back, frames -> file (`write_video`), is here too: the synthetic generator and the
+tests write the files this module then reads.
+
 One decoding path, so every converter stores frames identically and prediction on a single file
 (`decode_to_array`) sees what training saw. Free of TensorFlow, so
 TF-free tools (predict.py) can use it. Its cost bounds conversion speed: per kept
@@ -18,7 +21,9 @@ What real files need, each covered by tests/test_video_io.py:
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import io
+import os
 from typing import Any, Callable, Iterator
 
 import av
@@ -240,3 +245,72 @@ def _decode_container(source, options: DecodeOptions, convert) -> DecodedVideo:
   height, width = size_hw
   return DecodedVideo(frames, height, width, float(options.fps) if options.fps > 0 else rate,
                      warning)
+
+
+# Encoders by container (first one available wins); quantiser / CRF tuned for small frames.
+_CONTAINERS = {".avi": "avi", ".mp4": "mp4", ".mkv": "matroska", ".mov": "mov",
+               ".webm": "webm"}
+_CODECS = {".avi": ("mpeg4", "mjpeg"), ".mp4": ("libx264", "h264", "mpeg4"),
+           ".mkv": ("libx264", "h264", "mpeg4"), ".mov": ("libx264", "h264", "mpeg4"),
+           ".webm": ("libvpx-vp9", "libvpx")}
+
+
+def _pick_codec(ext: str) -> str:
+  if ext not in _CODECS:
+    raise ValueError(f"cannot write {ext!r} videos; use one of {sorted(_CODECS)}")
+  for codec in _CODECS[ext]:
+    try:
+      av.codec.Codec(codec, "w")  # an encoder, not only a decoder, of that name
+      return codec
+    except (av.codec.codec.UnknownCodecError, ValueError):
+      continue
+  raise RuntimeError(f"none of the encoders {_CODECS[ext]} for {ext} is in this PyAV build")
+
+
+def write_video(path: str, frames: np.ndarray, fps: float, *, codec: str | None = None,
+                container_format: str | None = None) -> None:
+  """Encodes uint8 RGB frames [T, H, W, 3] into a video file with PyAV.
+
+  The codec follows the extension (.avi: MPEG-4 with the XVID tag as in UCF-101; .mp4, .mkv,
+  .mov: H.264; .webm: VP9) unless `codec` is given; `container_format` lets the caller write
+  to a temporary name whose extension says nothing. Encoding is single-threaded with a fixed
+  quality, so the same frames give the same bytes.
+  """
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+  num_frames, height, width, _ = frames.shape
+  if num_frames == 0:
+    raise ValueError(f"no frames to write to {path}")
+  if height % 2 or width % 2:
+    raise ValueError(f"frame size {height}x{width} must be even (4:2:0 chroma) for {path}")
+  if fps <= 0:
+    raise ValueError(f"fps={fps} must be positive")
+  ext = os.path.splitext(path)[1].lower()
+  if container_format is None:
+    if ext not in _CONTAINERS:
+      raise ValueError(f"cannot tell the container of {path!r}; use one of {sorted(_CONTAINERS)}")
+    container_format = _CONTAINERS[ext]
+  codec = codec or _pick_codec(ext)
+  rate = fractions.Fraction(fps).limit_denominator(1001)
+  with av.open(path, "w", format=container_format) as container:
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "mjpeg":
+      stream.pix_fmt = "yuvj420p"
+    context = stream.codec_context
+    context.thread_count = 1
+    if codec in ("mpeg4", "mjpeg"):
+      context.qscale = True  # fixed quantiser: near-lossless at these sizes
+      context.global_quality = 2 * 118  # q=2 (118 = FF_QP2LAMBDA)
+      if codec == "mpeg4" and container_format == "avi":
+        context.codec_tag = "XVID"
+    elif codec in ("libx264", "h264"):
+      context.options = {"crf": "16", "preset": "veryfast"}
+    elif codec.startswith("libvpx"):
+      context.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+    for frame in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
