@@ -34,10 +34,9 @@ import math
 import numpy as np
 
 # Appearances in the order classes use them (a dataset of N classes uses the first
-# ceil(N / 3)). The third is Ring because it differs from Disc and Triangle at coarse scale (a
-# hole, a solid fill): the small demo nets learn fine fills slowly, and with Cross (checks) or
-# Square (vertical stripes) third, most 9-class errors were shape errors (README, "A freshly
-# generated dataset").
+# ceil(N / 3)). The third is Ring because it differs from Disc and Triangle at a coarse scale
+# (a hole; a solid fill): checks and stripes are 2-4 pixels wide in the demo's 32-pixel crops,
+# which the small nets learn slowly (README, "Why Ring is the third shape").
 SHAPES = ("Disc", "Triangle", "Ring", "Square", "Cross", "Star", "Hourglass", "Diamond")
 # The order before 2026-12-03, which folders without a recorded "shapes" were made with.
 SHAPES_BEFORE_RING = ("Disc", "Triangle", "Cross", "Ring", "Square", "Star", "Hourglass",
