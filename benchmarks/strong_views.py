@@ -26,29 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmpl_jax import checkpointing, predict, train, views
-from cmpl_jax import workdir as workdir_lib
+from cmpl_jax import predict, train, views
 from cmpl_jax.data import synthetic
 from cmpl_jax.models import resnet3d
 
 
-def restore_primary(run_dir: str):
-  """(config, data_info, model, variables) of the run's latest checkpoint, primary model."""
-  config, data_info = workdir_lib.load_run(run_dir)
-  classes = list(data_info["classes"])
-  models = train.create_models(config, len(classes))
-  template = jax.eval_shape(functools.partial(train.init_model_variables, config, models),
-                            jax.random.key(0))
-  template = {"params": {n: v["params"] for n, v in template.items()},
-              "batch_stats": {n: v["batch_stats"] for n, v in template.items()}}
-  _, variables = checkpointing.Checkpoints(run_dir, read_only=True).restore_model(
-      template, None, expected_meta=checkpointing.describe(config, classes))
-  return config, data_info, models["primary"], {k: v["primary"] for k, v in variables.items()}
-
-
 def measure(run_dir: str, raw_dir: str, num_views: int) -> dict[str, np.ndarray]:
-  config, data_info, model, variables = restore_primary(run_dir)
-  classes = list(data_info["classes"])
+  predictor = predict.Predictor(run_dir)
+  config, data_info, classes = predictor.config, predictor.data_info, predictor.classes
+  model = predictor.models["primary"]
+  variables = {kind: v["primary"] for kind, v in predictor.variables.items()}
   positions = np.asarray(dict(train.eval_spec(config).positions)["primary"])
   base = views.ViewConfig.from_config(config)
   kinds = {"weak": None, "strong": base, "RandAugment only": base._replace(cutout_size=0),

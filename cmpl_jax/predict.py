@@ -81,7 +81,10 @@ def eval_windows(frames_NxHxWx3: np.ndarray, config: ml_collections.ConfigDict,
 
 
 class Predictor:
-  """Restores a workdir's checkpoint once; `probabilities(path)` per video."""
+  """Restores a workdir's checkpoint once; `probabilities(path)` per video.
+
+  `variables` = {'params': {model: ...}, 'batch_stats': {model: ...}} of the restored step.
+  """
 
   def __init__(self, run_dir: str, step: int | None = None):
     self.config, self.data_info = workdir_lib.load_run(run_dir)
@@ -94,7 +97,7 @@ class Predictor:
     checkpoints = checkpointing.Checkpoints(run_dir, read_only=True)
     self.step, variables = checkpoints.restore_model(
         template, step, expected_meta=checkpointing.describe(self.config, self.classes))
-    self._variables = jax.device_put(variables)
+    self.variables = jax.device_put(variables)
     self._forward = jax.jit(functools.partial(train.eval_step, models=self.models,
                                               spec=train.eval_spec(self.config)),
                             compiler_options=train.compiler_options())
@@ -102,7 +105,7 @@ class Predictor:
   def probabilities(self, frames_NxHxWx3: np.ndarray) -> dict[str, np.ndarray]:
     """{model: probs_K} (and 'average' for two models) of decoded frames (`decode`)."""
     windows = eval_windows(frames_NxHxWx3, self.config, int(self.data_info.get("short_side", 0)))
-    probs = self._forward(self._variables["params"], self._variables["batch_stats"], windows)
+    probs = self._forward(self.variables["params"], self.variables["batch_stats"], windows)
     probs = {name: np.asarray(p[0]) for name, p in probs.items()}
     if len(probs) > 1:
       probs["average"] = np.mean(list(probs.values()), axis=0)
